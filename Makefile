@@ -1,0 +1,42 @@
+# Every target sets itself up from nothing: a .venv with the package, then what it needs.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv tools test test-unit test-integration demo bench lint clean
+
+$(STAMP): pyproject.toml requirements-tools.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]' -r requirements-tools.txt
+	touch $@
+
+venv: $(STAMP)
+
+# Debian tools the tests call for real (promtool from `prometheus`); installed only if missing.
+tools:
+	scripts/ensure-debian-tools.sh
+
+test: venv tools
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/python -m streams.io.demo
+
+bench: venv
+	$(BIN)/python -m bench.run
+
+lint: venv
+	$(BIN)/ruff check streams tests
+	$(BIN)/mypy streams
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .pql-data

@@ -1,0 +1,1 @@
+"""The Faust shell: app factory and settings, topics, tables, agents, web endpoints."""

@@ -1,0 +1,1 @@
+"""Offline replay of event files through the core, and the PM summary."""

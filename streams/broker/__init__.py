@@ -1,0 +1,1 @@
+"""The embedded Kafka-protocol broker (Tansu): start/stop, detection, workarounds."""

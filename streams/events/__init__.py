@@ -1,0 +1,1 @@
+"""Segment-spec product events: parsing, validation, account resolution."""

@@ -1,0 +1,1 @@
+"""Kafka tools around the worker: produce, tail, lag, the demo simulator."""

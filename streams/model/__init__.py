@@ -1,0 +1,1 @@
+"""The PQL model language: spec, expressions, loader, errors with line and field."""

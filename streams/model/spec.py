@@ -1,0 +1,117 @@
+"""The parsed PQL model: plain, immutable data. No parsing or evaluation lives here.
+
+`streams.model.loader.load_model()` builds these from YAML; `streams.scoring` and `streams.state`
+read them. Expressions are kept as compiled callables plus their source text and the names they read,
+so the core never re-parses and never uses `eval`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+# A value an expression can see or produce.
+Value = float | int | str | bool | None
+# A compiled expression: reads a mapping of names (signals, traits, `score`, `pql`, earlier
+# segments) and returns a value. Missing names read as None; comparisons with None are False.
+Compiled = Callable[[Mapping[str, Any]], Any]
+
+
+class SignalKind(str, Enum):
+    COUNT = "count"  # number of matching events in the window
+    SUM = "sum"  # sum of a numeric property over matching events in the window
+    DISTINCT_USERS = "distinct_users"  # distinct users with a matching event in the window
+    ACTIVE_DAYS = "active_days"  # UTC days with at least one matching event in the window
+    EVER = "ever"  # 1 once a matching event was seen, else 0 (never expires)
+    TRAIT = "trait"  # latest account (group) trait value
+    USERS_WITH_TRAIT = "users_with_trait"  # users of the account whose latest trait is in a set
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """A parsed, compiled expression."""
+
+    source: str  # the text as written in the model
+    names: frozenset[str]  # every identifier it reads
+    fn: Compiled  # evaluate against a mapping of names
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    name: str
+    kind: SignalKind
+    # Event names matched. None means any event (`any`). Only for event-based kinds.
+    events: frozenset[str] | None = None
+    where: Expr | None = None  # filter over the event's properties
+    property: str | None = None  # SUM: the numeric property summed
+    window_ms: int | None = None  # None: lifetime (no window) — always None for EVER/TRAIT/USERS_WITH_TRAIT
+    bucket_ms: int | None = None  # event-time bucket size; None iff window_ms is None
+    trait: str | None = None  # TRAIT / USERS_WITH_TRAIT: the trait name
+    values: frozenset[Value] | None = None  # USERS_WITH_TRAIT: the accepted values (`in:`)
+    line: int = 0  # 1-based line in the model file, for messages
+
+
+@dataclass(frozen=True, slots=True)
+class WhenRule:
+    """`{when: EXPR, points: N}`: N points while EXPR holds."""
+
+    when: Expr
+    points: float
+    label: str  # how the rule is named in reasons: the `when` text, or `name:` if given
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PerRule:
+    """`{per: SIGNAL, every: N, points: P, max: M}`: floor(SIGNAL / N) * P points, capped at M."""
+
+    signal: str
+    every: float
+    points: float
+    max: float | None
+    label: str  # e.g. "5 points per 100 messages (max 40)", or `name:` if given
+    line: int = 0
+
+
+Rule = WhenRule | PerRule
+
+
+@dataclass(frozen=True, slots=True)
+class Qualify:
+    when: Expr  # enter PQL
+    exit: Expr | None  # leave PQL; None means `not when` (no hysteresis)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    name: str
+    expr: Expr  # may read signals, traits, `score`, `pql` and segments defined above it
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    version: int
+    signals: tuple[Signal, ...]
+    score: tuple[Rule, ...]
+    qualify: Qualify
+    segments: tuple[Segment, ...] = ()
+    description: str = ""
+    # sha256 of the canonical model text; stamped in state so a changed model is never mixed
+    # with state built by another one.
+    fingerprint: str = ""
+    source_path: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def signal(self, name: str) -> Signal:
+        for s in self.signals:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def longest_window_ms(self) -> int:
+        return max((s.window_ms or 0) for s in self.signals) if self.signals else 0

@@ -1,0 +1,1 @@
+"""Signals -> score -> status and segments -> explained transitions."""

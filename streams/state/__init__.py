@@ -1,0 +1,1 @@
+"""Per-account state: event-time buckets, traits, codec to/from bytes."""
