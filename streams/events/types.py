@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
+    """Segment call types kept as events. `page`/`screen` calls are parsed into TRACK events.
+
+    A StrEnum so `str()`/f-strings give the wire value ("track"), e.g. in metric labels.
+    """
+
     TRACK = "track"
     IDENTIFY = "identify"
     GROUP = "group"
@@ -28,20 +33,26 @@ class Event:
     account_id: str | None
     event: str | None = None  # track: the event name
     properties: dict[str, Any] = field(default_factory=dict)  # track properties
-    traits: dict[str, Any] = field(default_factory=dict)  # identify: user traits; group: account traits
+    # identify: user traits; group: account traits
+    traits: dict[str, Any] = field(default_factory=dict)
     # Set by the resolver on events it routes to an account: the user's latest traits that the
     # model reads (so the account learns e.g. a user's `title` from an earlier identify call).
     user_traits: dict[str, Any] | None = None
 
 
-class RejectReason(str, Enum):
+class RejectReason(StrEnum):
+    """Why an input went to the dead-letter topic; the value is the stable label."""
+
     INVALID_JSON = "invalid_json"  # not JSON, or not a JSON object
-    INVALID_TYPE = "invalid_type"  # `type` missing or not track/identify/group (page/screen/alias...)
+    # `type` missing or not track/identify/group/page/screen (alias, or not a string...)
+    INVALID_TYPE = "invalid_type"
     MISSING_TIMESTAMP = "missing_timestamp"
     BAD_TIMESTAMP = "bad_timestamp"  # not an ISO-8601 date-time
-    MISSING_USER = "missing_user"  # neither userId nor anonymousId
+    MISSING_USER = "missing_user"  # neither userId nor anonymousId is a non-empty string
     MISSING_EVENT_NAME = "missing_event_name"  # track without `event`
-    MISSING_ACCOUNT = "missing_account"  # no groupId and the user joined no group earlier
+    # a group call without `groupId`; or (resolver) a track with no `context.groupId` whose
+    # user joined no group earlier
+    MISSING_ACCOUNT = "missing_account"
     WRONG_FIELD_TYPE = "wrong_field_type"  # a field has the wrong JSON type
     TOO_LATE = "too_late"  # older than the account's time minus the longest window
 
