@@ -1,0 +1,57 @@
+"""`pql model ...`: validate model files before they reach a running worker.
+
+Output is one line per finding in the `FILE:LINE: FIELD: MESSAGE` shape editors and CI annotate,
+so a broken model fails a pull request rather than a deploy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from streams.model.loader import check_model, parse_model
+
+_HINT = (
+    "hint: fix the issues above and run `pql model check` again; "
+    "the language is described in schemas/pql-model.schema.json and examples/."
+)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+@click.group("model")
+def model() -> None:
+    """Work with PQL model files."""
+
+
+@model.command("check")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+def check(files: tuple[Path, ...]) -> None:
+    """Validate model FILES; exit 1 if any has issues."""
+    failed = False
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            click.echo(f"{path}:1: file: cannot read: {exc}")
+            failed = True
+            continue
+        issues = check_model(text)
+        if issues:
+            failed = True
+            for issue in issues:
+                click.echo(f"{path}:{issue.line}: {issue.field}: {issue.message}")
+            continue
+        m = parse_model(text, source=str(path))
+        click.echo(
+            f"{path}: ok: {m.name} v{m.version}: {_plural(len(m.signals), 'signal')}, "
+            f"{_plural(len(m.score), 'rule')}, {_plural(len(m.segments), 'segment')}"
+        )
+    if failed:
+        click.echo(_HINT, err=True)
+        raise SystemExit(1)
