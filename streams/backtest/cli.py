@@ -1,0 +1,142 @@
+"""`pql backtest`: replay history through the core and print what a PM can act on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from streams.backtest.runner import run_backtest
+from streams.events.timestamps import iso_to_epoch_ms
+from streams.model.errors import ModelError
+from streams.model.loader import load_model
+
+
+@click.command()
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("events", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.option("--conversion-event", default=None, help='Track event that means "converted".')
+@click.option(
+    "--out", "out_path", type=click.Path(dir_okay=False), help="Write transitions (JSONL)."
+)
+@click.option(
+    "--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary (JSON)."
+)
+@click.option("--until", default=None, help="Advance time to this ISO instant at the end.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def backtest(
+    model_path: str,
+    events: tuple[str, ...],
+    conversion_event: str | None,
+    out_path: str | None,
+    report_path: str | None,
+    until: str | None,
+    quiet: bool,
+) -> None:
+    """Replay EVENTS (JSONL, optionally gzipped; - for stdin) through MODEL offline."""
+    console = Console(stderr=True)
+    try:
+        model = load_model(model_path)
+    except ModelError as exc:
+        raise click.ClickException(
+            f"{model_path} is not a valid model:\n{exc}\nFix it, then check with `pql model check`."
+        ) from exc
+    for p in events:
+        if p != "-" and not os.path.exists(p):
+            raise click.ClickException(f"no such events file: {p}")
+    until_ms = _parse_until(until)
+    out: IO[bytes] | None = open(out_path, "wb") if out_path else None  # noqa: SIM115
+    sink = None
+    if out is not None:
+        write = out.write
+        dumps = orjson.dumps
+
+        def sink(t: dict[str, Any]) -> None:
+            write(dumps(t) + b"\n")
+
+    total = sum(os.path.getsize(p) for p in events if p != "-")
+    try:
+        with Progress(
+            TextColumn("[bold]backtest"),
+            BarColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet or total == 0,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("replay", total=total or None)
+            summary = run_backtest(
+                model,
+                [Path(p) if p != "-" else p for p in events],
+                sink=sink,
+                conversion_event=conversion_event,
+                until=until_ms,
+                progress=lambda done: bar.update(task, completed=done),
+            )
+    finally:
+        if out is not None:
+            out.close()
+    summary["model"] = {"name": model.name, "version": model.version}
+    if report_path:
+        Path(report_path).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    _print_summary(Console(), summary, out_path, report_path)
+
+
+def _parse_until(text: str | None) -> int | None:
+    if text is None:
+        return None
+    ms = iso_to_epoch_ms(text)
+    if ms is None:
+        raise click.BadParameter(f"not an ISO-8601 instant: {text!r}", param_hint="--until")
+    return ms
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 100:.1f}%"
+
+
+def _num(x: Any, suffix: str = "") -> str:
+    return "n/a" if x is None else f"{x:,}{suffix}"
+
+
+def _print_summary(
+    console: Console, s: dict[str, Any], out_path: str | None, report_path: str | None
+) -> None:
+    t = Table(title=f"Backtest of {s['model']['name']} v{s['model']['version']}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("events read", _num(s["events_read"]))
+    rejected = sum(s["events_rejected"].values())
+    t.add_row("events rejected", f"{rejected:,} {s['events_rejected'] or ''}".strip())
+    t.add_row("accounts seen", _num(s["accounts_seen"]))
+    t.add_row("accounts that became PQL", _num(s["pql_accounts"]))
+    t.add_row("PQL rate", _pct(s["pql_rate"]))
+    t.add_row("PQL at the end", _num(s["pql_at_end"]))
+    t.add_row("median first event -> PQL", _num(s["median_hours_first_event_to_pql"], " h"))
+    for seg, n in s["segments_entered"].items():
+        t.add_row(f"entered segment {seg}", _num(n))
+    conv = s.get("conversion")
+    if conv:
+        t.add_row(f"converted ({conv['event']})", _num(conv["converted_accounts"]))
+        t.add_row("conversion rate, PQLs", _pct(conv["conversion_rate_pql"]))
+        t.add_row("conversion rate, non-PQLs", _pct(conv["conversion_rate_non_pql"]))
+        t.add_row("lift", _num(conv["lift"], "x"))
+        t.add_row("precision (PQL -> converted)", _pct(conv["precision"]))
+        t.add_row("recall (converted were PQL first)", _pct(conv["recall"]))
+        t.add_row(
+            "median lead time PQL -> conversion", _num(conv["median_hours_pql_to_conversion"], " h")
+        )
+    if s.get("events_per_second"):
+        t.add_row("throughput", f"{s['events_per_second']:,} events/s")
+    console.print(t)
+    if out_path:
+        console.print(f"transitions written to {out_path}")
+    if report_path:
+        console.print(f"report written to {report_path}")

@@ -1,0 +1,111 @@
+"""What a PM needs from a backtest: how many accounts became PQLs, how fast, and — given a
+conversion event — whether becoming a PQL predicted converting.
+
+Definitions (also in the README):
+- an account is *seen* once one of its events was applied;
+- an account *became a PQL* at the `occurred_at` of its first `qualified` transition;
+- it *converted* at the first event named by `--conversion-event`;
+- for the conversion figures an account counts as a PQL only if it became one at or before it
+  converted (a PQL flagged after the sale could not have helped sales);
+- precision = PQLs that then converted / PQLs; recall = converters that were PQLs first /
+  converters; lift = conversion rate of PQLs / conversion rate of non-PQLs;
+- lead time = conversion time - PQL time, for PQLs that converted.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+HOUR_MS = 3_600_000
+
+
+@dataclass
+class SummaryBuilder:
+    conversion_event: str | None = None
+    first_seen: dict[str, int] = field(default_factory=dict)
+    first_pql: dict[str, int] = field(default_factory=dict)
+    converted: dict[str, int] = field(default_factory=dict)
+    pql_now: set[str] = field(default_factory=set)
+    kinds: Counter[str] = field(default_factory=Counter)
+    segments_entered: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    events_read: int = 0
+    events_applied: int = 0
+    late_applied: int = 0
+
+    def on_event(self, account_id: str, ts: int, name: str | None) -> None:
+        self.events_applied += 1
+        if account_id not in self.first_seen:
+            self.first_seen[account_id] = ts
+        if name is not None and name == self.conversion_event and account_id not in self.converted:
+            self.converted[account_id] = ts
+
+    def on_transition(self, t: dict[str, Any], occurred_at_ms: int) -> None:
+        kind = t["kind"]
+        self.kinds[kind] += 1
+        account = t["account_id"]
+        if kind == "qualified":
+            self.pql_now.add(account)
+            self.first_pql.setdefault(account, occurred_at_ms)
+        elif kind == "disqualified":
+            self.pql_now.discard(account)
+        elif kind == "segment_entered":
+            self.segments_entered[t["segment"]] += 1
+
+    def build(self, elapsed_s: float | None = None) -> dict[str, Any]:
+        accounts = len(self.first_seen)
+        pqls = len(self.first_pql)
+        ttp = [
+            self.first_pql[a] - self.first_seen[a] for a in self.first_pql if a in self.first_seen
+        ]
+        out: dict[str, Any] = {
+            "events_read": self.events_read,
+            "events_applied": self.events_applied,
+            "events_rejected": dict(sorted(self.rejected.items())),
+            "late_events_applied": self.late_applied,
+            "accounts_seen": accounts,
+            "pql_accounts": pqls,
+            "pql_rate": _ratio(pqls, accounts),
+            "pql_at_end": len(self.pql_now),
+            "median_hours_first_event_to_pql": _median_hours(ttp),
+            "transitions": dict(sorted(self.kinds.items())),
+            "segments_entered": dict(sorted(self.segments_entered.items())),
+        }
+        if self.conversion_event is not None:
+            out["conversion"] = self._conversion(accounts)
+        if elapsed_s is not None:
+            out["elapsed_seconds"] = round(elapsed_s, 3)
+            out["events_per_second"] = round(self.events_read / elapsed_s) if elapsed_s else None
+        return out
+
+    def _conversion(self, accounts: int) -> dict[str, Any]:
+        conv = self.converted
+        pql_first = {a for a, t in self.first_pql.items() if a not in conv or t <= conv[a]}
+        non_pql = accounts - len(pql_first)
+        pql_conv = sum(1 for a in pql_first if a in conv)
+        non_pql_conv = len(conv) - pql_conv
+        rate_pql = _ratio(pql_conv, len(pql_first))
+        rate_non = _ratio(non_pql_conv, non_pql)
+        lead = [conv[a] - self.first_pql[a] for a in pql_first if a in conv]
+        return {
+            "event": self.conversion_event,
+            "converted_accounts": len(conv),
+            "pqls_before_conversion": len(pql_first),
+            "conversion_rate_pql": rate_pql,
+            "conversion_rate_non_pql": rate_non,
+            "lift": round(rate_pql / rate_non, 3) if rate_pql is not None and rate_non else None,
+            "precision": rate_pql,
+            "recall": _ratio(pql_conv, len(conv)),
+            "median_hours_pql_to_conversion": _median_hours(lead),
+        }
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def _median_hours(ms: list[int]) -> float | None:
+    return round(statistics.median(ms) / HOUR_MS, 2) if ms else None

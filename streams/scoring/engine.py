@@ -1,0 +1,169 @@
+"""The scoring engine: apply an event to an account, or advance an account's time.
+
+Time semantics (the same in the worker and in `pql backtest`; README "Time semantics"):
+
+1. Account time. Each account has its own clock: the last instant it was evaluated at. Before an
+   event at time t is applied, the account is advanced to t: every window expiry in
+   (clock, t] fires in time order and the account is evaluated at that exact expiry instant.
+   Then the event is applied and the account evaluated at t. So everything an account does
+   depends only on its own events, in their order.
+2. Time passing. `advance(account, W)` fires expiries up to a watermark W without an event; the
+   worker drives it from stream time, the backtest from the file. The resulting transitions have
+   `occurred_at` = the expiry instant (at bucket granularity) and trigger "time", so their ids do
+   not depend on when W happened to pass.
+3. Late events (t < the account's clock): if t is still inside the model's longest window the
+   event is applied to its own bucket (only for signals whose bucket has not already expired) and
+   the account is evaluated at its current clock; otherwise it is rejected as `too_late` (the
+   worker sends it to the dead-letter topic). Both are counted.
+4. Evaluation runs only when a value changed, so an event the model does not read costs a dict
+   lookup.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.events.types import Event, Reject, RejectReason
+from streams.model.spec import Model
+from streams.scoring.evaluate import Evaluator
+from streams.scoring.signals import SignalPlan
+from streams.scoring.transitions import (
+    DISQUALIFIED,
+    QUALIFIED,
+    SEGMENT_ENTERED,
+    SEGMENT_EXITED,
+    build_transition,
+)
+from streams.state.account import NEVER, AccountState, StateCodec
+
+
+def wall_clock_ms() -> float:
+    return time.time() * 1000
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What applying one event did."""
+
+    state: AccountState
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    late: bool = False  # applied although older than the account's clock
+    reject: Reject | None = None  # not applied (the state is unchanged)
+
+
+class Scorer:
+    def __init__(self, model: Model, now_ms: Callable[[], float] = wall_clock_ms) -> None:
+        self.model = model
+        self.plan = SignalPlan(model)
+        self.evaluator = Evaluator(model)
+        self.now_ms = now_ms
+        self.model_tag = (model.fingerprint or f"{model.name}:{model.version}")[:16]
+        self.codec = StateCodec(self.model_tag)
+        self.longest_window = model.longest_window_ms
+        self.segment_names = [s.name for s in model.segments]
+
+    # -- state -----------------------------------------------------------------------------
+    def new_state(self) -> AccountState:
+        return AccountState(model=self.model_tag, signals=self.plan.new_signal_states())
+
+    # -- events ----------------------------------------------------------------------------
+    def apply(self, account_id: str, state: AccountState | None, ev: Event) -> Outcome:
+        if state is None:
+            state = self.new_state()
+            state.first_seen = ev.ts
+            state.clock = ev.ts
+        ts = ev.ts
+        if ts < state.clock:
+            return self._apply_late(account_id, state, ev)
+        out = Outcome(state)
+        if state.next_expiry <= ts:
+            out.transitions = self.advance(account_id, state, ts)
+        changed = self.plan.apply(state, ev)
+        state.clock = ts
+        if changed or not state.evaluated:
+            out.transitions.extend(self._evaluate(account_id, state, ts, ev.message_id))
+        return out
+
+    def _apply_late(self, account_id: str, state: AccountState, ev: Event) -> Outcome:
+        if self.longest_window and ev.ts <= state.clock - self.longest_window:
+            reject = Reject(
+                RejectReason.TOO_LATE,
+                f"event time {ev.ts} is older than account {account_id}'s time {state.clock} "
+                f"minus the model's longest window ({self.longest_window} ms)",
+                "$.timestamp",
+            )
+            return Outcome(state, reject=reject)
+        if ev.ts < state.first_seen:
+            state.first_seen = ev.ts
+        out = Outcome(state, late=True)
+        if self.plan.apply(state, ev):
+            out.transitions = self._evaluate(account_id, state, state.clock, ev.message_id)
+        return out
+
+    # -- time ------------------------------------------------------------------------------
+    def advance(self, account_id: str, state: AccountState, until: int) -> list[dict[str, Any]]:
+        """Fire every expiry at or before `until`, each evaluated at its own instant."""
+        out: list[dict[str, Any]] = []
+        while state.next_expiry <= until:
+            at = state.next_expiry
+            changed = self.plan.expire(state, at)
+            if at > state.clock:
+                state.clock = at
+            if changed:
+                out.extend(self._evaluate(account_id, state, at, None))
+        return out
+
+    @staticmethod
+    def next_expiry(state: AccountState) -> int | None:
+        return None if state.next_expiry >= NEVER else state.next_expiry
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _evaluate(
+        self, account_id: str, state: AccountState, at: int, message_id: str | None
+    ) -> list[dict[str, Any]]:
+        values = self.plan.values(state)
+        decision = self.evaluator.decide(values, state.pql)
+        state.evaluated = True
+        changes: list[tuple[str, str | None]] = []
+        if decision.pql != state.pql:
+            changes.append((QUALIFIED if decision.pql else DISQUALIFIED, None))
+        if tuple(state.segments) != decision.segments:
+            before = set(state.segments)
+            after = set(decision.segments)
+            for name in self.segment_names:
+                if name in after and name not in before:
+                    changes.append((SEGMENT_ENTERED, name))
+                elif name in before and name not in after:
+                    changes.append((SEGMENT_EXITED, name))
+        previous_score = state.score
+        state.score = decision.score
+        state.pql = decision.pql
+        state.segments = list(decision.segments)
+        if not changes:
+            return []
+        reasons = self.evaluator.reasons(values)
+        signals = {name: values[name] for name in self.plan.names}
+        detected = self.now_ms()
+        return [
+            build_transition(
+                model_name=self.model.name,
+                model_version=self.model.version,
+                account_id=account_id,
+                kind=kind,
+                segment=segment,
+                score=decision.score,
+                previous_score=previous_score,
+                pql=decision.pql,
+                segments=list(decision.segments),
+                reasons=reasons,
+                condition=self.evaluator.condition(kind, segment, values),
+                signals=signals,
+                occurred_at_ms=at,
+                detected_at_ms=detected,
+                message_id=message_id,
+            )
+            for kind, segment in changes
+        ]

@@ -1,0 +1,56 @@
+"""An index of "next window expiry -> accounts", so advancing a watermark touches only the
+accounts that have something due, never a scan of every account."""
+
+from __future__ import annotations
+
+import heapq
+
+from streams.state.account import NEVER
+
+
+class ExpiryIndex:
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, str]] = []
+        self._due_at: dict[str, int] = {}
+
+    def schedule(self, account_id: str, expiry: int | None) -> None:
+        """Record an account's next expiry (None or NEVER: nothing pending)."""
+        if expiry is None or expiry >= NEVER:
+            self._due_at.pop(account_id, None)
+            return
+        if self._due_at.get(account_id) == expiry:
+            return
+        self._due_at[account_id] = expiry
+        heapq.heappush(self._heap, (expiry, account_id))
+        # Stale entries are skipped on pop; compact when they dominate, so memory stays bounded.
+        if len(self._heap) > 4 * len(self._due_at) + 1024:
+            self._heap = [(e, a) for a, e in self._due_at.items()]
+            heapq.heapify(self._heap)
+
+    def discard(self, account_id: str) -> None:
+        self._due_at.pop(account_id, None)
+
+    def pop_due(self, until: int) -> list[str]:
+        """Accounts whose next expiry is at or before `until`, earliest first; they are removed
+        (re-`schedule` them after advancing)."""
+        out: list[str] = []
+        heap = self._heap
+        while heap and heap[0][0] <= until:
+            expiry, account = heapq.heappop(heap)
+            if self._due_at.get(account) == expiry:
+                del self._due_at[account]
+                out.append(account)
+        return out
+
+    def peek(self) -> int | None:
+        heap = self._heap
+        while heap and self._due_at.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def __len__(self) -> int:
+        return len(self._due_at)
+
+    def clear(self) -> None:
+        self._heap.clear()
+        self._due_at.clear()

@@ -1,0 +1,94 @@
+"""PQL-transition events: their deterministic ids and their JSON shape.
+
+The id is a hash of what identifies the change — model, version, account, kind, segment, the
+event-time instant it occurred at and what triggered it (the event's messageId, or time) — so the
+same input always yields the same id, whichever worker, replay or backtest produced it, and
+consumers de-duplicate at-least-once deliveries by it. `detected_at` (wall clock) is deliberately
+not part of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+QUALIFIED = "qualified"
+DISQUALIFIED = "disqualified"
+SEGMENT_ENTERED = "segment_entered"
+SEGMENT_EXITED = "segment_exited"
+
+
+class Trigger(StrEnum):
+    EVENT = "event"  # an event arrived (message_id names it)
+    TIME = "time"  # a window stopped holding an event (occurred_at is that instant)
+
+
+def transition_id(
+    model_name: str,
+    model_version: int,
+    account_id: str,
+    kind: str,
+    segment: str | None,
+    occurred_at_ms: int,
+    message_id: str | None,
+) -> str:
+    key = "\x1f".join(
+        (
+            model_name,
+            str(model_version),
+            account_id,
+            kind,
+            segment or "",
+            str(occurred_at_ms),
+            message_id if message_id is not None else "time",
+        )
+    )
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+def iso_ms(epoch_ms: int | float) -> str:
+    """RFC 3339 UTC with milliseconds: 2026-01-05T10:00:00.000Z."""
+    dt = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def build_transition(
+    *,
+    model_name: str,
+    model_version: int,
+    account_id: str,
+    kind: str,
+    segment: str | None,
+    score: int | float,
+    previous_score: int | float,
+    pql: bool,
+    segments: list[str],
+    reasons: list[dict[str, Any]],
+    condition: dict[str, Any],
+    signals: dict[str, Any],
+    occurred_at_ms: int,
+    detected_at_ms: float,
+    message_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "transition_id": transition_id(
+            model_name, model_version, account_id, kind, segment, occurred_at_ms, message_id
+        ),
+        "account_id": account_id,
+        "model": {"name": model_name, "version": model_version},
+        "kind": kind,
+        "segment": segment,
+        "score": score,
+        "previous_score": previous_score,
+        "pql": pql,
+        "segments": segments,
+        "reasons": reasons,
+        "condition": condition,
+        "signals": signals,
+        "occurred_at": iso_ms(occurred_at_ms),
+        "detected_at": iso_ms(detected_at_ms),
+        "trigger": (Trigger.EVENT if message_id is not None else Trigger.TIME).value,
+        "message_id": message_id,
+    }

@@ -1,0 +1,71 @@
+"""Per-account state: one compact value per account, serialised to bytes for a RocksDB table.
+
+Layout (msgpack, array-like structs, so field names are not repeated per account):
+
+- one `SignalState` per model signal, in model order:
+  - windowed `count` / `sum`: `buckets` maps event-time bucket index (ts // bucket_ms) to the
+    amount in that bucket; `total` is the sum of the buckets still inside the window;
+  - windowed `active_days`: `buckets` keyed by UTC day index; the value is the number of buckets;
+  - `distinct_users` (windowed or not) and `users_with_trait`: `keys` maps user id -> last bucket
+    index the user was seen in (or 1 for trait membership); the value is `len(keys)`;
+  - lifetime `count` / `sum` / `ever`: only `total`.
+- account traits the model reads (`traits`, with the event time of the last group call applied).
+
+Memory bound per account (documented in the README): for each windowed signal at most
+window/bucket + 1 buckets (31 with the default bucket sizes); for user-keyed signals one entry per
+distinct user seen in the window, capped at `MAX_KEYS_PER_SIGNAL`; traits only those the model
+reads. Nothing grows with the number of events.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+# Upper bound on user-keyed entries per signal and account. Past it a signal saturates (new users
+# are not added until old ones expire); the README documents this bound.
+MAX_KEYS_PER_SIGNAL = 10_000
+# "No pending expiry": larger than any epoch-ms timestamp we will meet.
+NEVER = 2**62
+
+
+class SignalState(msgspec.Struct, array_like=True, omit_defaults=True):
+    total: int | float = 0
+    buckets: dict[int, int | float] = msgspec.field(default_factory=dict)
+    keys: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class AccountState(msgspec.Struct, array_like=True, omit_defaults=True):
+    # First 16 hex chars of the model fingerprint that built this state: a value written by
+    # another model is never mixed with this one's (see `StateCodec.decode`).
+    model: str
+    signals: list[SignalState]
+    clock: int = 0  # account time: the last instant this account was evaluated at (epoch ms)
+    first_seen: int = 0  # event time of the account's first event
+    next_expiry: int = NEVER  # earliest instant a windowed value may change by time alone
+    score: int | float = 0
+    pql: bool = False
+    segments: list[str] = msgspec.field(default_factory=list)  # segments the account is in
+    traits: dict[str, object] = msgspec.field(default_factory=dict)
+    traits_ts: int = 0  # event time of the group call the traits come from
+    evaluated: bool = False  # False until the first evaluation (so the first one always runs)
+
+
+class StateCodec:
+    """Bytes <-> AccountState for a table whose values are state of one model."""
+
+    def __init__(self, model_tag: str) -> None:
+        self.model_tag = model_tag
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(AccountState)
+
+    def encode(self, state: AccountState) -> bytes:
+        return self._encoder.encode(state)
+
+    def decode(self, data: bytes | None) -> AccountState | None:
+        """The state, or None when absent or written by another model (start afresh)."""
+        if not data:
+            return None
+        state = self._decoder.decode(data)
+        if state.model != self.model_tag:
+            return None
+        return state
