@@ -25,7 +25,7 @@ from typing import Any
 
 from streams.model.spec import Compiled, Expr, Value
 
-__all__ = ["ExprSyntaxError", "parse_expr", "parse_ast", "tokenize", "KEYWORDS"]
+__all__ = ["ExprSyntaxError", "parse_expr", "parse_condition", "parse_ast", "tokenize", "KEYWORDS"]
 
 KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false", "null"})
 
@@ -710,3 +710,30 @@ def parse_expr(text: str) -> Expr:
     names: set[str] = set()
     _names(node, names)
     return Expr(source=text, names=frozenset(names), fn=compile_ast(node))
+
+
+def _truth_fn(f: Compiled) -> Compiled:
+    def truth(env: Mapping[str, Any]) -> bool:
+        return bool(f(env))
+
+    return truth
+
+
+def parse_condition(text: str) -> Expr:
+    """Like parse_expr, but the closure always returns a bool (Python truthiness of the value).
+
+    Used for `when`, `exit`, segments and `where`, so a bare signal name (`when: onboarded`)
+    yields True/False rather than the count itself. Comparisons and boolean operators already
+    return bools and are not wrapped again.
+    """
+    if not isinstance(text, str):
+        raise ExprSyntaxError(f"expected an expression string, got {type(text).__name__}", 1)
+    node = parse_ast(text)
+    names: set[str] = set()
+    _names(node, names)
+    fn, folded = _compile(node)
+    if isinstance(folded, Const):
+        fn = _const_fn(bool(folded.value))
+    elif not isinstance(folded, (Cmp, In, Not, BoolOp)):
+        fn = _truth_fn(fn)
+    return Expr(source=text, names=frozenset(names), fn=fn)

@@ -28,7 +28,7 @@ from streams.model.durations import (
     parse_duration,
 )
 from streams.model.errors import ModelError, ModelIssue
-from streams.model.expr import KEYWORDS, ExprSyntaxError, parse_expr
+from streams.model.expr import KEYWORDS, ExprSyntaxError, parse_condition
 from streams.model.spec import (
     Expr,
     Model,
@@ -201,7 +201,7 @@ def _expr(ctx: _Ctx, node: Node, path: str, scope: _Scope | None) -> Expr | None
         ctx.add(node, path, f"expected an expression string, got {text!r}")
         return None
     try:
-        expr = parse_expr(text)
+        expr = parse_condition(text)
     except ExprSyntaxError as exc:
         ctx.add(node, path, str(exc))
         return None

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import streams.model.expr as expr_module
-from streams.model.expr import ExprSyntaxError, parse_expr
+from streams.model.expr import ExprSyntaxError, parse_condition, parse_expr
 
 
 def ev(text: str, env: Mapping[str, Any] | None = None) -> Any:
@@ -381,3 +381,13 @@ def test_boolean_expressions_agree_with_reference(
 ) -> None:
     result = ev(_render(tree), env)
     assert result is _reference(tree, env)
+
+
+def test_conditions_always_return_bools() -> None:
+    assert parse_condition("onboarded").fn({"onboarded": 1}) is True
+    assert parse_condition("onboarded").fn({}) is False
+    assert parse_condition("a + 1").fn({"a": -1}) is False
+    assert parse_condition("1").fn({}) is True
+    assert parse_condition("null").fn({}) is False
+    assert parse_condition("a >= 1").fn({"a": 1}) is True
+    assert parse_expr("onboarded").fn({"onboarded": 1}) == 1  # plain expressions keep values
