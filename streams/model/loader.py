@@ -331,7 +331,7 @@ def _signal(ctx: _Ctx, name: str, key_node: Node, node: Node) -> Signal | None:
             continue
         if key not in SIGNAL_OPTION_KEYS:
             _unknown_key(ctx, key, knode, path, SIGNAL_KEYS)
-        elif kind is not None and key not in _ALLOWED_OPTIONS[kind]:
+        elif kind is not None and len(kinds) == 1 and key not in _ALLOWED_OPTIONS[kind]:
             why = _WHY_NOT.get((kind, key)) or _WHY_NOT.get((None, key))
             ctx.add(knode, _join(path, key), why or f"'{key}' is not allowed on {kind} signals")
     if kind is None:
@@ -708,7 +708,11 @@ def _load(text: str, source: str | None) -> tuple[Model | None, list[ModelIssue]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1
-        return None, [ModelIssue(line, "yaml", f"invalid YAML: {_yaml_problem(exc)}")]
+        message = f"invalid YAML: {_yaml_problem(exc)}"
+        context = getattr(exc, "context_mark", None)
+        if context is not None and context.line + 1 != line:
+            message += f" (the construct started on line {context.line + 1})"
+        return None, [ModelIssue(line, "yaml", message)]
     if root is None:
         return None, [
             ModelIssue(1, "model", "the model is empty; expected name, version, signals, qualify")
