@@ -109,7 +109,14 @@ qualify:
 
 def test_hysteresis_enter_at_100_stay_at_85_leave_at_79() -> None:
     h = Harness(HYST)
-    seq = [(99, []), (1, ["qualified"]), (-15, []), (-6, ["disqualified"]), (20, []), (1, ["qualified"])]
+    seq = [
+        (99, []),
+        (1, ["qualified"]),
+        (-15, []),
+        (-6, ["disqualified"]),
+        (20, []),
+        (1, ["qualified"]),
+    ]
     scores = []
     for i, (n, kinds) in enumerate(seq):
         out = h.send(track("Points", T0 + i * MIN, props={"n": n}, mid=f"p{i}"))
@@ -271,7 +278,15 @@ def test_late_event_applied_to_its_bucket_and_evaluated_at_account_clock() -> No
     assert h.states["acme"].clock == clock
     # The late event's short bucket (T0+10d-2h) leaves at T0 + 10d - 1h + 1d, before the other.
     [x] = h.advance("acme", clock + DAY)
-    assert brief(x) == ("segment_exited", "recent", "acme", iso(clock - HOUR + DAY), 0, "time", None)
+    assert brief(x) == (
+        "segment_exited",
+        "recent",
+        "acme",
+        iso(clock - HOUR + DAY),
+        0,
+        "time",
+        None,
+    )
 
 
 def test_late_event_whose_bucket_already_expired_does_not_count_there() -> None:
@@ -283,9 +298,13 @@ def test_late_event_whose_bucket_already_expired_does_not_count_there() -> None:
     out = h.send(track("A", T0 + 5 * DAY, mid="late-2"))
     assert h.outcomes[-1].late is True
     assert (h.value("short"), h.value("long")) == (2, 3)
-    assert [brief(t) for t in out] == [("qualified", None, "acme", iso(clock), 0, "event", "late-2")]
+    assert [brief(t) for t in out] == [
+        ("qualified", None, "acme", iso(clock), 0, "event", "late-2")
+    ]
     # An event that changes nothing (its only bucket expired, ... here: nothing read) emits nothing.
-    h2 = Harness(LATE.replace('long:  {count: "A", window: 30d}', 'long:  {count: "B", window: 30d}'))
+    h2 = Harness(
+        LATE.replace('long:  {count: "A", window: 30d}', 'long:  {count: "B", window: 30d}')
+    )
     h2.send(track("A", clock))
     assert h2.send(track("A", T0 + 5 * DAY)) == []
     assert h2.outcomes[-1].reject is None
