@@ -30,6 +30,10 @@ RELEASE = "pql"
 NAMESPACE = "pql"
 
 VENV_HINT = "run `make venv` (it installs requirements-tools.txt into .venv)"
+DEPLOY_VENV_HINT = (
+    "run `make venv` (it runs scripts/deploy-tools-venv.sh, which installs checkov into "
+    ".venv/deploy-tools)"
+)
 DEBIAN_HINT = "run `make tools` (scripts/ensure-debian-tools.sh installs Debian's `prometheus`)"
 
 
@@ -44,6 +48,16 @@ def tool(name: str, hint: str) -> str:
     if found:
         return found
     pytest.fail(f"`{name}` is not installed: {hint}", pytrace=False)
+
+
+def deploy_venv_tool(name: str) -> str:
+    """A tool of the separate deploy-tools venv (scripts/deploy-tools-venv.sh), for validators
+    whose dependencies conflict with the project's."""
+    venv = Path(os.environ.get("PQL_DEPLOY_TOOLS_VENV", REPO / ".venv" / "deploy-tools"))
+    candidate = venv / "bin" / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    pytest.fail(f"`{name}` is not installed in {venv}: {DEPLOY_VENV_HINT}", pytrace=False)
 
 
 def run(args: list[str], *, timeout: float = 300, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:

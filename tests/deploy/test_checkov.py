@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.deploy import _tools
-from tests.deploy._tools import REPO, VENV_HINT, explain, run, tool
+from tests.deploy._tools import REPO, deploy_venv_tool, explain, run
 
 # check id -> why it does not apply; must match the annotations in the chart.
 ALLOWED_SKIPS = {
@@ -21,7 +21,7 @@ ALLOWED_SKIPS = {
 
 
 def scan(directory: Path) -> list[dict[str, Any]]:
-    checkov = tool("checkov", VENV_HINT)
+    checkov = deploy_venv_tool("checkov")
     proc = run(
         [checkov, "--directory", str(directory), "--framework", "kubernetes,dockerfile",
          "--skip-download", "--output", "json", "--compact"],
