@@ -135,7 +135,7 @@ def is_embedded(bootstrap: str, timeout: float = 10.0) -> bool:
         pass
     else:
         try:
-            return bool(is_embedded_broker(bootstrap))
+            return bool(is_embedded_broker(bootstrap, timeout))
         except Exception as exc:  # noqa: BLE001 - fall back to our own check
             log.debug("is_embedded_broker failed (%s); checking the cluster id inline", exc)
     metadata = _admin(bootstrap, timeout).list_topics(timeout=timeout)
