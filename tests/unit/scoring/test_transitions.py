@@ -293,6 +293,8 @@ def test_schema_validator_is_able_to_fail() -> None:
         t | {"trigger": "time"},  # time-triggered with a messageId
         t | {"segment": "active"},  # a segment on a qualified transition
         t | {"occurred_at": "yesterday"},  # format checked
+        t | {"detected_at": "2026-02-30T00:00:00.000Z"},  # calendar checked
+        t | {"occurred_at": "2026-01-05 10:00:00"},  # not RFC 3339
         t | {"transition_id": "XYZ"},
         t | {"extra": 1},
     ):

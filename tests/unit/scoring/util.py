@@ -5,8 +5,10 @@ schemas/pql-transition.schema.json."""
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,25 @@ from streams.state.account import AccountState
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMA = json.loads((ROOT / "schemas" / "pql-transition.schema.json").read_text())
-VALIDATOR = Draft202012Validator(SCHEMA, format_checker=FormatChecker())
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+FORMAT_CHECKER = FormatChecker()
+
+
+# jsonschema checks "date-time" only when the optional rfc3339-validator package is installed,
+# which pyproject does not require: without this, a malformed occurred_at would pass silently.
+@FORMAT_CHECKER.checks("date-time", raises=ValueError)
+def _date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not _RFC3339.fullmatch(value):
+        return False
+    datetime.fromisoformat(value.replace("Z", "+00:00"))  # calendar check; raises ValueError
+    return True
+
+
+VALIDATOR = Draft202012Validator(SCHEMA, format_checker=FORMAT_CHECKER)
 
 SEC = 1_000
 MIN = 60 * SEC
