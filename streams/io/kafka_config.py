@@ -1,0 +1,96 @@
+"""The one place that builds confluent-kafka (librdkafka) client settings.
+
+Why one place: the partitioner must match Kafka's Java client and aiokafka (Faust's driver), or
+records keyed by account land on a different partition than the worker's tables expect; and the
+embedded broker needs short session timeouts. Every confluent client in this repo gets its
+settings from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# librdkafka namespaces for authentication and encryption, e.g. security.protocol,
+# sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ssl.certificate.location.
+_SECURITY_PREFIXES = ("security.", "sasl.", "ssl.")
+
+# Java/aiokafka-compatible: murmur2 of the key; unkeyed records spread randomly. librdkafka's
+# default (consistent_random, CRC32) puts the same key on a different partition.
+PARTITIONER = "murmur2_random"
+
+# JoinGroup on the embedded broker answers only after session_timeout/2; a few seconds keeps
+# joins quick there and is still safe on a real cluster for short-lived tools.
+DEFAULT_SESSION_TIMEOUT_MS = 6000
+
+
+def confluent_common(bootstrap: str, security: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Settings every client shares: bootstrap servers plus the SASL/TLS keys from `security`.
+
+    `security` holds librdkafka keys (`security.protocol`, `sasl.mechanism`, `sasl.username`,
+    `sasl.password`, `ssl.ca.location`, ...). Anything outside those namespaces is rejected so a
+    typo or a misplaced setting fails loudly instead of being silently ignored.
+    """
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    for key, value in (security or {}).items():
+        if not key.startswith(_SECURITY_PREFIXES):
+            raise ValueError(
+                f"unsupported security setting {key!r}: only librdkafka keys starting with "
+                f"{', '.join(_SECURITY_PREFIXES)} belong here"
+            )
+        if value is not None:
+            conf[key] = value
+    return conf
+
+
+def producer_config(
+    bootstrap: str,
+    security: Mapping[str, Any] | None = None,
+    *,
+    linger_ms: int = 5,
+    batch_size: int = 256 * 1024,
+    acks: str = "all",
+) -> dict[str, Any]:
+    """Producer settings; ALWAYS murmur2 partitioning (see PARTITIONER).
+
+    Idempotence stays off: outputs are made idempotent by id, and the embedded broker's
+    transaction support is not trustworthy.
+    """
+    conf = confluent_common(bootstrap, security)
+    conf.update(
+        {
+            "partitioner": PARTITIONER,
+            "linger.ms": linger_ms,
+            "batch.size": batch_size,
+            "acks": acks,
+            "enable.idempotence": False,
+            "compression.type": "none",
+        }
+    )
+    return conf
+
+
+def consumer_config(
+    bootstrap: str,
+    group: str | None,
+    security: Mapping[str, Any] | None = None,
+    *,
+    session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS,
+    auto_offset_reset: str = "earliest",
+    enable_auto_commit: bool = False,
+) -> dict[str, Any]:
+    """Consumer settings. `group=None` is for assign()-only readers (e.g. `pql tail`) that
+    neither join a group nor commit offsets."""
+    conf = confluent_common(bootstrap, security)
+    conf.update(
+        {
+            "group.id": group if group is not None else "pql-assign-only",
+            "session.timeout.ms": session_timeout_ms,
+            "heartbeat.interval.ms": max(500, session_timeout_ms // 3),
+            "auto.offset.reset": auto_offset_reset,
+            "enable.auto.commit": enable_auto_commit if group is not None else False,
+            "enable.auto.offset.store": group is not None and enable_auto_commit,
+            "enable.partition.eof": False,
+        }
+    )
+    return conf
