@@ -60,9 +60,16 @@ def deploy_venv_tool(name: str) -> str:
     pytest.fail(f"`{name}` is not installed in {venv}: {DEPLOY_VENV_HINT}", pytrace=False)
 
 
-def run(args: list[str], *, timeout: float = 300, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], *, timeout: float = 300, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+        args,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
         env={**os.environ, "NO_COLOR": "1"},
     )
 

@@ -23,8 +23,17 @@ ALLOWED_SKIPS = {
 def scan(directory: Path) -> list[dict[str, Any]]:
     checkov = deploy_venv_tool("checkov")
     proc = run(
-        [checkov, "--directory", str(directory), "--framework", "kubernetes,dockerfile",
-         "--skip-download", "--output", "json", "--compact"],
+        [
+            checkov,
+            "--directory",
+            str(directory),
+            "--framework",
+            "kubernetes,dockerfile",
+            "--skip-download",
+            "--output",
+            "json",
+            "--compact",
+        ],
         timeout=600,
     )
     assert proc.returncode in (0, 1), explain(proc)  # 1: failed checks, reported below
@@ -48,7 +57,9 @@ def test_checkov_passes(docs: dict[str, list[dict[str, Any]]], tmp_path: Path) -
             failures.append(f"{check['check_id']} {check['check_name']} ({check['resource']})")
         for check in report["results"].get("skipped_checks", []):
             assert check["check_id"] in ALLOWED_SKIPS, f"unexpected skip {check['check_id']}"
-            assert check["check_result"].get("suppress_comment"), f"{check['check_id']} skipped without a reason"
+            assert check["check_result"].get("suppress_comment"), (
+                f"{check['check_id']} skipped without a reason"
+            )
     assert not failures, "checkov failed:\n" + "\n".join(failures)
     assert reports["dockerfile"]["summary"]["skipped"] == 0
 

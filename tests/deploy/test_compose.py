@@ -91,7 +91,9 @@ def test_topic_init_creates_the_workers_topics(config: dict[str, Any]) -> None:
     assert svc["depends_on"]["kafka"]["condition"] == "service_healthy"
     worker_env = config["services"]["worker"]["environment"]
     assert worker_env["PQL_PARTITIONS"] == "4"
-    assert {worker_env[k] for k in ("PQL_INPUT_TOPIC", "PQL_OUTPUT_TOPIC", "PQL_DLQ_TOPIC")} == TOPICS
+    assert {
+        worker_env[k] for k in ("PQL_INPUT_TOPIC", "PQL_OUTPUT_TOPIC", "PQL_DLQ_TOPIC")
+    } == TOPICS
 
 
 def test_start_order(config: dict[str, Any]) -> None:
@@ -142,7 +144,9 @@ def test_prometheus_loads_the_repo_alert_rules(config: dict[str, Any], tmp_path:
     mounts = {v["target"]: v["source"] for v in prom["volumes"]}
     cfg_source = Path(mounts["/etc/prometheus/prometheus.yml"])
     assert cfg_source == REPO / "deploy" / "compose" / "prometheus.yml"
-    rules = [t for t, src in mounts.items() if src == str(REPO / "deploy" / "monitoring" / "alerts.yml")]
+    rules = [
+        t for t, src in mounts.items() if src == str(REPO / "deploy" / "monitoring" / "alerts.yml")
+    ]
     assert rules, "deploy/monitoring/alerts.yml is not mounted"
     cfg = yaml.safe_load(cfg_source.read_text())
     assert any(Path(rules[0]).match(g) for g in cfg["rule_files"]), "rule_files misses the mount"
@@ -167,6 +171,8 @@ def test_grafana_provisions_datasource_and_dashboard(config: dict[str, Any]) -> 
     providers = yaml.safe_load((prov / "dashboards" / "pql-streams.yml").read_text())["providers"]
     dash_dir = providers[0]["options"]["path"]
     dashboards = {t: s for t, s in mounts.items() if t.startswith(dash_dir + "/")}
-    assert list(dashboards.values()) == [str(REPO / "deploy" / "monitoring" / "grafana-dashboard.json")]
+    assert list(dashboards.values()) == [
+        str(REPO / "deploy" / "monitoring" / "grafana-dashboard.json")
+    ]
     home = graf["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home in dashboards

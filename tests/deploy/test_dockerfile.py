@@ -54,8 +54,6 @@ def test_multi_stage_on_a_pinned_slim_base() -> None:
     for args in froms:
         image = args.split()[0]
         assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", image), image
-    runtime = [w for w in instructions()]
-    assert any(w == "COPY" or w == "RUN" for w, _ in runtime)
     # The runtime stage gets the wheels from the build stage, never the source tree.
     last_stage = DOCKERFILE.read_text().rsplit("\nFROM ", 1)[1]
     assert "from=build" in last_stage

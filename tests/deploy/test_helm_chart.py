@@ -82,7 +82,9 @@ def test_kubernetes_validate_is_strict(tmp_path: Path) -> None:
 
 def test_chart_declares_the_tested_versions() -> None:
     meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    assert meta["annotations"]["pql-streams/tested-kubernetes-versions"].split() == list(KUBE_VERSIONS)
+    assert meta["annotations"]["pql-streams/tested-kubernetes-versions"].split() == list(
+        KUBE_VERSIONS
+    )
     assert meta["kubeVersion"] == f">={KUBE_VERSIONS[0]}.0-0"
 
 
@@ -151,7 +153,10 @@ def test_sasl_and_tls_from_existing_secrets(docs: dict[str, list[dict[str, Any]]
     assert env["PQL_SSL_CAFILE"]["value"] == "/etc/pql/tls/ca.crt"
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["kafka-ca"]["mountPath"] == "/etc/pql/tls" and mounts["kafka-ca"]["readOnly"]
-    volumes = {v["name"]: v for v in one(docs["sasl"], "StatefulSet")["spec"]["template"]["spec"]["volumes"]}
+    volumes = {
+        v["name"]: v
+        for v in one(docs["sasl"], "StatefulSet")["spec"]["template"]["spec"]["volumes"]
+    }
     assert volumes["kafka-ca"]["secret"]["secretName"] == "pql-kafka-ca"
     assert env["PQL_APP_ID"]["value"] == "pql-team-chat-v3"
     # The chart never renders credentials itself.
@@ -185,7 +190,9 @@ def test_anti_affinity_only_with_standbys(docs: dict[str, list[dict[str, Any]]])
     assert term["topologyKey"] == "kubernetes.io/hostname"
     selector = one(docs["standby"], "StatefulSet")["spec"]["selector"]["matchLabels"]
     assert term["labelSelector"]["matchLabels"] == selector
-    soft = _tools.manifests(_tools.render({**_tools.values("standby"), "antiAffinity": {"type": "soft"}}))
+    soft = _tools.manifests(
+        _tools.render({**_tools.values("standby"), "antiAffinity": {"type": "soft"}})
+    )
     spec = one(soft, "StatefulSet")["spec"]["template"]["spec"]
     assert spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
 
@@ -193,7 +200,10 @@ def test_anti_affinity_only_with_standbys(docs: dict[str, list[dict[str, Any]]])
 def test_pod_disruption_budget(docs: dict[str, list[dict[str, Any]]]) -> None:
     pdb = one(docs["default"], "PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1
-    assert pdb["spec"]["selector"]["matchLabels"] == one(docs["default"], "StatefulSet")["spec"]["selector"]["matchLabels"]
+    assert (
+        pdb["spec"]["selector"]["matchLabels"]
+        == one(docs["default"], "StatefulSet")["spec"]["selector"]["matchLabels"]
+    )
     assert not by_kind(docs["ephemeral"], "PodDisruptionBudget")
 
 
@@ -219,13 +229,22 @@ def test_model_configmap_and_checksum(docs: dict[str, list[dict[str, Any]]]) -> 
     model = yaml.safe_load(cm["data"]["model.yaml"])
     assert model["name"] == "weighted-demo" and model["version"] == 1
     pod = one(docs["default"], "StatefulSet")["spec"]["template"]
-    assert {"name": "model", "configMap": {"name": cm["metadata"]["name"]}} in pod["spec"]["volumes"]
+    assert {"name": "model", "configMap": {"name": cm["metadata"]["name"]}} in pod["spec"][
+        "volumes"
+    ]
     before = pod["metadata"]["annotations"]["checksum/model"]
     assert len(before) == 64
     vals = _tools.values("default")
-    changed = _tools.helm().Chart.load(str(CHART)).values["model"]["content"].replace("version: 1", "version: 2")
+    changed = (
+        _tools.helm()
+        .Chart.load(str(CHART))
+        .values["model"]["content"]
+        .replace("version: 1", "version: 2")
+    )
     after_docs = _tools.manifests(_tools.render({**vals, "model": {"content": changed}}))
-    after = one(after_docs, "StatefulSet")["spec"]["template"]["metadata"]["annotations"]["checksum/model"]
+    after = one(after_docs, "StatefulSet")["spec"]["template"]["metadata"]["annotations"][
+        "checksum/model"
+    ]
     assert after != before, "a model change must change the pod template (rolling restart)"
     assert hashlib.sha256(b"").hexdigest() not in {before, after}
 
@@ -249,7 +268,9 @@ def test_network_policy_admits_only_the_web_port(docs: dict[str, list[dict[str, 
     assert np["spec"]["policyTypes"] == ["Ingress"]
     (rule,) = np["spec"]["ingress"]
     assert rule["ports"] == [{"port": "web", "protocol": "TCP"}]
-    assert rule["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert rule["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
     assert not by_kind(docs["ephemeral"], "NetworkPolicy")
 
 

@@ -1,4 +1,4 @@
-"""The chart's PrometheusRule carries exactly deploy/monitoring/alerts.yml, and promtool accepts it."""
+"""The chart's PrometheusRule is deploy/monitoring/alerts.yml, and promtool accepts it."""
 
 from __future__ import annotations
 
@@ -64,7 +64,9 @@ def test_rule_needs_the_alerts_file(tmp_path: Path) -> None:
     helm = _tools.helm()
     with helm.Chart.load(str(chart)) as loaded:
         try:
-            loaded.render(values={"metrics": {"prometheusRule": {"enabled": True}}}, name="x", namespace="y")
+            loaded.render(
+                values={"metrics": {"prometheusRule": {"enabled": True}}}, name="x", namespace="y"
+            )
         except helm.HelmError as exc:
             assert "sync-alerts.sh" in str(exc)
         else:
