@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from streams.backtest.summary import SummaryBuilder
 from streams.events.parse import parse_event
-from streams.events.resolver import AccountResolver
+from streams.events.routing import Router
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.events.types import Event, Reject
 from streams.model.spec import Model
@@ -62,7 +62,7 @@ class Backtest:
     ) -> None:
         self.model = model
         self.scorer = Scorer(model, now_ms) if now_ms else Scorer(model)
-        self.resolver = AccountResolver(self.scorer.plan.user_traits)
+        self.router = Router(self.scorer.plan.user_traits)
         self.states: dict[str, AccountState] = {}
         self.timers = ExpiryIndex()
         self.watermark = -(2**62)
@@ -80,13 +80,15 @@ class Backtest:
         self.feed_event(parsed, line_no)
 
     def feed_event(self, ev: Event, line_no: int = 0) -> None:
-        routed = self.resolver.resolve(ev)
-        if routed is None:
-            return  # an identify before any group call: remembered by the resolver
-        if isinstance(routed, Reject):
-            self._reject(line_no, routed)
-            return
-        account = routed
+        deliveries, reject = self.router.route(ev)
+        if reject is not None:
+            self._reject(line_no, reject)
+        for account, delivered in deliveries:
+            self._apply(account, delivered, line_no)
+        if ev.ts > self.watermark:
+            self.advance_watermark(ev.ts)
+
+    def _apply(self, account: str, ev: Event, line_no: int) -> None:
         outcome = self.scorer.apply(account, self.states.get(account), ev)
         if outcome.reject is not None:
             self._reject(line_no, outcome.reject)
@@ -98,8 +100,6 @@ class Backtest:
         self.summary.on_event(account, ev.ts, ev.event)
         self._emit(outcome.transitions)
         self.timers.schedule(account, state.next_expiry)
-        if ev.ts > self.watermark:
-            self.advance_watermark(ev.ts)
 
     def advance_watermark(self, until: int) -> None:
         """Advance every account with an expiry due at or before `until`."""

@@ -48,6 +48,9 @@ class AccountState(msgspec.Struct, array_like=True, omit_defaults=True):
     traits: dict[str, object] = msgspec.field(default_factory=dict)
     traits_ts: int = 0  # event time of the group call the traits come from
     evaluated: bool = False  # False until the first evaluation (so the first one always runs)
+    # Worker only: offset of the last by-account record applied, so a record re-read after a
+    # crash is never applied twice. -1 in the backtest.
+    offset: int = -1
 
 
 class StateCodec:

@@ -1,0 +1,242 @@
+"""The account stage: scores events against per-account state kept in a RocksDB-backed Faust
+table, with write-behind batching and at-least-once delivery.
+
+Per by-account partition:
+
+- decoded states live in an in-memory cache; each event updates the cached state and marks the
+  account dirty — no table write per event;
+- every `flush_interval_s` or `flush_max_events` (and on every time tick) the partition is
+  flushed *inside the iteration of one of its own records*: wait until every transition sent so
+  far is delivered, write each dirty account once to the table (one changelog record per account
+  per flush, not per event), wait for those, and only then ack the partition's events so Faust
+  may commit their offsets;
+- every state carries the offset of the last record applied to it, so a record replayed after a
+  crash (its offset was not committed yet) is skipped if the restored state already holds it and
+  applied again otherwise — state never counts an event twice and never loses one; transitions
+  of a replayed record are re-emitted with the same `transition_id`.
+
+What a crash costs: the records since the last commit are read again (at most a flush interval
+plus Faust's commit interval); nothing is lost, duplicated transitions carry the same ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from streams.events.codec import decode_event
+from streams.events.types import Event, Reject
+from streams.scoring.engine import Scorer
+from streams.scoring.timers import ExpiryIndex
+from streams.state.account import AccountState
+
+log = logging.getLogger(__name__)
+
+EVENT_PREFIX = b"E"  # by-account record: an encoded Event
+TICK_PREFIX = b"T"  # by-account record: a time tick (no payload)
+
+
+@dataclass
+class PartitionWork:
+    dirty: set[str] = field(default_factory=set)
+    pending: list[Any] = field(default_factory=list)  # Faust events to ack after the next flush
+    since: float = 0.0  # monotonic time of the oldest unflushed event
+    timers: ExpiryIndex = field(default_factory=ExpiryIndex)
+
+
+class AccountStage:
+    """Framework-light: the Faust agent hands it records; it talks to the table, the output
+    and the DLQ through the callables it is given (so it stays readable and testable)."""
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        table: Any,  # a Faust Table of account id (str) -> state bytes
+        send_transition: Callable[[str, bytes], Awaitable[Any]],
+        send_dlq: Callable[[bytes, Reject, Event], Awaitable[Any]],
+        flush_producer: Callable[[], Awaitable[None]],
+        partitions: int,
+        flush_interval_s: float,
+        flush_max_events: int,
+        on_transition: Callable[[dict[str, Any]], None] | None = None,
+        on_late: Callable[[bool], None] | None = None,
+        advance_idle_s: float = 5.0,
+    ) -> None:
+        self.scorer = scorer
+        self.codec = scorer.codec
+        self.table = table
+        self.send_transition = send_transition
+        self.send_dlq = send_dlq
+        self.flush_producer = flush_producer
+        self.partitions = partitions
+        self.flush_interval_s = flush_interval_s
+        self.flush_max_events = flush_max_events
+        self.on_transition = on_transition
+        self.on_late = on_late
+        self.advance_idle_s = advance_idle_s
+        # Wall time each account last received a record: stream time only advances accounts that
+        # have been idle this long, so it never overtakes an account's records still in flight
+        # between stages (stream time is read from the input, upstream of those hops).
+        self.last_seen: dict[str, float] = {}
+        self.cache: dict[str, AccountState] = {}
+        self.work: dict[int, PartitionWork] = {}
+        self._timers_loaded = False
+        self.state_bytes = 0
+
+    # -- records ---------------------------------------------------------------------------
+    async def on_record(self, record: Any, watermark: int | None) -> None:
+        """One by-account record (event or tick), inside its stream iteration."""
+        msg = record.message
+        part = msg.partition
+        work = self.work.get(part)
+        if work is None:
+            work = self.work[part] = PartitionWork()
+        if not self._timers_loaded:
+            self._load_timers()
+        value: bytes = record.value
+        if value[:1] == EVENT_PREFIX:
+            await self._on_event(record, work, decode_event(value[1:]), msg.offset)
+        work.pending.append(record)
+        if not work.since:
+            work.since = time.monotonic()
+        if watermark is not None:
+            await self._advance(work, watermark)
+        if (
+            value[:1] == TICK_PREFIX
+            or len(work.pending) >= self.flush_max_events
+            or time.monotonic() - work.since >= self.flush_interval_s
+        ):
+            await self.flush(part)
+
+    async def _on_event(self, record: Any, work: PartitionWork, ev: Event, offset: int) -> None:
+        account = record.key.decode() if isinstance(record.key, bytes) else str(record.key)
+        state = self._state(account)
+        if state is not None and state.offset >= offset:
+            return  # replayed after a crash: the restored state already holds this record
+        outcome = self.scorer.apply(account, state, ev)
+        if outcome.reject is not None:  # too late: only possible for an existing account
+            await self.send_dlq(_event_json(ev), outcome.reject, ev)
+            if self.on_late is not None:
+                self.on_late(False)
+        elif outcome.late and self.on_late is not None:
+            self.on_late(True)
+        state = outcome.state
+        state.offset = offset
+        self.last_seen[account] = time.monotonic()
+        self.cache[account] = state
+        work.dirty.add(account)
+        work.timers.schedule(account, state.next_expiry)
+        await self._emit(outcome.transitions)
+
+    async def _advance(self, work: PartitionWork, watermark: int) -> None:
+        due = work.timers.pop_due(watermark)
+        now = time.monotonic()
+        for account in due:
+            state = self._state(account)
+            if state is None:
+                continue
+            if now - self.last_seen.get(account, 0.0) < self.advance_idle_s:
+                work.timers.schedule(account, state.next_expiry)  # busy: retry on a later tick
+                continue
+            transitions = self.scorer.advance(account, state, watermark)
+            work.dirty.add(account)
+            work.timers.schedule(account, state.next_expiry)
+            await self._emit(transitions)
+
+    async def _emit(self, transitions: list[dict[str, Any]]) -> None:
+        for t in transitions:
+            await self.send_transition(t["account_id"], orjson.dumps(t))
+            if self.on_transition is not None:
+                self.on_transition(t)
+
+    # -- state -----------------------------------------------------------------------------
+    def _state(self, account: str) -> AccountState | None:
+        state = self.cache.get(account)
+        if state is None:
+            state = self.codec.decode(self.table.get(account))
+            if state is not None:
+                self.cache[account] = state
+        return state
+
+    async def flush(self, part: int) -> None:
+        """Deliver transitions, then write dirty state once per account, then ack (see module
+        docstring for why in this order). Must run inside an iteration of partition `part`."""
+        work = self.work.get(part)
+        if work is None or (not work.pending and not work.dirty):
+            return
+        await self.flush_producer()  # transitions sent so far are delivered
+        if work.dirty:
+            size = 0
+            for account in work.dirty:
+                data = self.codec.encode(self.cache[account])
+                size += len(data)
+                self.table[account] = data
+            self.state_bytes = size
+            work.dirty.clear()
+            await self.flush_producer()  # the changelog records are delivered
+        for record in work.pending:
+            record.ack()
+        work.pending.clear()
+        work.since = 0.0
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions revoked: drop their cache and unacked work (it will be re-read by the new
+        owner from the last commit)."""
+        for part in partitions:
+            self.work.pop(part, None)
+        if partitions:
+            self.cache = {
+                a: s for a, s in self.cache.items() if self.partition_of(a) not in partitions
+            }
+            self.last_seen = {
+                a: t for a, t in self.last_seen.items() if self.partition_of(a) not in partitions
+            }
+        self._timers_loaded = False
+
+    def partition_of(self, account: str) -> int:
+        return (murmur2(account.encode()) & 0x7FFFFFFF) % self.partitions
+
+    def _load_timers(self) -> None:
+        """After an assignment: index every restored account's next expiry by partition."""
+        self._timers_loaded = True
+        n = 0
+        for key, data in self.table.items():
+            state = self.codec.decode(data)
+            if state is None:
+                continue
+            account = key.decode() if isinstance(key, bytes) else str(key)
+            part = self.partition_of(account)
+            work = self.work.get(part)
+            if work is None:
+                work = self.work[part] = PartitionWork()
+            work.timers.schedule(account, state.next_expiry)
+            n += 1
+        log.info("indexed window expiries of %d restored accounts", n)
+
+
+def _event_json(ev: Event) -> bytes:
+    """A too-late event as Segment-spec JSON for the dead-letter topic (the original bytes stay
+    at the ingest stage; this carries every field the worker read)."""
+    from streams.scoring.transitions import iso_ms
+
+    body: dict[str, Any] = {
+        "type": ev.type.value,
+        "messageId": ev.message_id,
+        "timestamp": iso_ms(ev.ts),
+        "userId": ev.user_id,
+    }
+    if ev.event is not None:
+        body["event"] = ev.event
+    if ev.properties:
+        body["properties"] = ev.properties
+    if ev.traits:
+        body["traits"] = ev.traits
+    if ev.account_id:
+        body["context"] = {"groupId": ev.account_id}
+    return orjson.dumps(body)

@@ -1,0 +1,161 @@
+"""`pql worker`: every option is also a `PQL_<OPTION>` environment variable (Kubernetes)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from streams.app.settings import Security, Settings
+from streams.model.errors import ModelError
+from streams.model.loader import load_model
+
+
+def _env(name: str) -> str:
+    return f"PQL_{name}"
+
+
+@click.command()
+@click.option(
+    "--model",
+    "model_path",
+    envvar=_env("MODEL"),
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="PQL model YAML.",
+)
+@click.option("--broker", envvar=_env("BROKER"), default="127.0.0.1:9092", show_default=True)
+@click.option(
+    "--input-topic", envvar=_env("INPUT_TOPIC"), default="product-events", show_default=True
+)
+@click.option(
+    "--output-topic", envvar=_env("OUTPUT_TOPIC"), default="pql-transitions", show_default=True
+)
+@click.option(
+    "--dlq-topic", envvar=_env("DLQ_TOPIC"), default="product-events-dlq", show_default=True
+)
+@click.option(
+    "--data-dir",
+    envvar=_env("DATA_DIR"),
+    default=".pql-data",
+    show_default=True,
+    type=click.Path(file_okay=False),
+)
+@click.option("--web-port", envvar=_env("WEB_PORT"), default=6066, show_default=True, type=int)
+@click.option("--web-host", envvar=_env("WEB_HOST"), default="0.0.0.0", show_default=True)
+@click.option(
+    "--partitions",
+    envvar=_env("PARTITIONS"),
+    default=4,
+    show_default=True,
+    type=int,
+    help="Partitions of the topics it creates (bounds the number of workers).",
+)
+@click.option("--standby-replicas", envvar=_env("STANDBY_REPLICAS"), default=0, type=int)
+@click.option(
+    "--app-id",
+    envvar=_env("APP_ID"),
+    default="",
+    help="Consumer group and topic prefix [default: pql-<model name>].",
+)
+@click.option(
+    "--instance-id",
+    envvar=_env("INSTANCE_ID"),
+    default=None,
+    help="Static group membership id (use the pod name).",
+)
+@click.option(
+    "--session-timeout",
+    envvar=_env("SESSION_TIMEOUT"),
+    default=10.0,
+    type=float,
+    show_default=True,
+    help="Consumer group session timeout, seconds.",
+)
+@click.option(
+    "--watermark-grace",
+    envvar=_env("WATERMARK_GRACE"),
+    default=0.0,
+    type=float,
+    show_default=True,
+    help="Event-time seconds stream time is held back by.",
+)
+@click.option(
+    "--advance-idle",
+    envvar=_env("ADVANCE_IDLE"),
+    default=5.0,
+    type=float,
+    show_default=True,
+    help="Wall seconds an account must be idle before stream time advances it.",
+)
+@click.option("--log-level", envvar=_env("LOG_LEVEL"), default="info", show_default=True)
+@click.option(
+    "--security-protocol",
+    envvar=_env("SECURITY_PROTOCOL"),
+    default="PLAINTEXT",
+    type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]),
+)
+@click.option("--sasl-mechanism", envvar=_env("SASL_MECHANISM"), default=None)
+@click.option("--sasl-username", envvar=_env("SASL_USERNAME"), default=None)
+@click.option("--sasl-password", envvar=_env("SASL_PASSWORD"), default=None)
+@click.option("--ssl-cafile", envvar=_env("SSL_CAFILE"), default=None)
+def worker(
+    model_path: str,
+    broker: str,
+    input_topic: str,
+    output_topic: str,
+    dlq_topic: str,
+    data_dir: str,
+    web_port: int,
+    web_host: str,
+    partitions: int,
+    standby_replicas: int,
+    app_id: str,
+    instance_id: str | None,
+    session_timeout: float,
+    watermark_grace: float,
+    advance_idle: float,
+    log_level: str,
+    security_protocol: str,
+    sasl_mechanism: str | None,
+    sasl_username: str | None,
+    sasl_password: str | None,
+    ssl_cafile: str | None,
+) -> None:
+    """Run the streaming worker: product events in, PQL transitions out."""
+    try:
+        model = load_model(model_path)
+    except ModelError as exc:
+        raise click.ClickException(
+            f"refusing to start: {model_path} is not a valid model:\n{exc}\n"
+            f"Fix it, then check with `pql model check {model_path}`."
+        ) from exc
+    settings = Settings(
+        model=model,
+        broker=broker,
+        input_topic=input_topic,
+        output_topic=output_topic,
+        dlq_topic=dlq_topic,
+        data_dir=Path(data_dir),
+        web_port=web_port,
+        web_host=web_host,
+        partitions=partitions,
+        standby_replicas=standby_replicas,
+        app_id=app_id,
+        instance_id=instance_id,
+        log_level=log_level,
+        session_timeout_s=session_timeout,
+        watermark_grace_ms=int(watermark_grace * 1000),
+        advance_idle_s=advance_idle,
+        security=Security(
+            security_protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile
+        ),
+    )
+    from streams.app.run import run_worker
+
+    sys.exit(run_worker(settings))
+
+
+__all__ = ["worker", "logging"]

@@ -1,0 +1,74 @@
+"""Worker settings: one typed object, filled from `pql worker` flags or `PQL_*` environment
+variables (click's auto_envvar_prefix), so Kubernetes can configure everything by env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streams.model.spec import Model
+
+
+@dataclass(frozen=True)
+class Security:
+    protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+
+    def librdkafka(self) -> dict[str, str]:
+        """The same settings for confluent-kafka (topic admin, lag)."""
+        out = {"security.protocol": self.protocol}
+        if self.sasl_mechanism:
+            out["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            out["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            out["sasl.password"] = self.sasl_password
+        if self.ssl_cafile:
+            out["ssl.ca.location"] = self.ssl_cafile
+        return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: Model
+    broker: str = "127.0.0.1:9092"
+    input_topic: str = "product-events"
+    output_topic: str = "pql-transitions"
+    dlq_topic: str = "product-events-dlq"
+    data_dir: Path = Path(".pql-data")
+    web_port: int = 6066
+    web_host: str = "0.0.0.0"
+    partitions: int = 4
+    standby_replicas: int = 0
+    app_id: str = ""  # default: pql-<model name>
+    instance_id: str | None = None  # static group membership id (pod name)
+    log_level: str = "info"
+    session_timeout_s: float = 10.0
+    # Event time that stream time is held back by (0 = exactly the backtest's watermark).
+    watermark_grace_ms: int = 0
+    # Stream time advances an account only after it received nothing for this long (wall
+    # clock): records of it may still be in flight between stages. occurred_at stays exact.
+    advance_idle_s: float = 5.0
+    flush_interval_s: float = 0.2  # how long account state may stay unwritten (write-behind)
+    flush_max_events: int = 2_000  # ...or how many events
+    tick_interval_s: float = 0.5  # time ticks: flush and advance quiet partitions
+    security: Security = field(default_factory=Security)
+    embedded: bool | None = None  # None: detect from the broker's cluster id
+
+    @property
+    def resolved_app_id(self) -> str:
+        return self.app_id or f"pql-{self.model.name}"
+
+    @property
+    def by_user_topic(self) -> str:
+        return f"{self.resolved_app_id}-by-user"
+
+    @property
+    def by_account_topic(self) -> str:
+        return f"{self.resolved_app_id}-by-account"
+
+    def changelog_topic(self, table: str) -> str:
+        return f"{self.resolved_app_id}-{table}-changelog"

@@ -1,0 +1,60 @@
+"""Stream time for quiet accounts (see /README "Time semantics").
+
+W is the minimum, over the partitions this worker reads that still have unread records, of each
+partition's latest event time; when every partition is caught up it is the largest event time
+seen. It is taken over both the input topic and the by-account topic (records between stages
+are in flight), then held back by a grace period. W only moves forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class _Progress:
+    latest: int  # latest event time read on the partition
+    offset: int  # offset of the last record read
+    behind: bool  # unread records remain after it
+
+
+class Watermark:
+    def __init__(self, grace_ms: int) -> None:
+        self.grace_ms = grace_ms
+        self._parts: dict[tuple[str, int], _Progress] = {}
+        self._value: int | None = None
+
+    def observe(
+        self, topic: str, partition: int, event_ms: int, offset: int, highwater: int | None
+    ) -> None:
+        behind = highwater is not None and offset + 1 < highwater
+        p = self._parts.get((topic, partition))
+        if p is None:
+            self._parts[(topic, partition)] = _Progress(event_ms, offset, behind)
+        else:
+            if event_ms > p.latest:
+                p.latest = event_ms
+            p.offset = offset
+            p.behind = behind
+
+    def refresh(self, highwater: Callable[[str, int], int | None]) -> None:
+        """Re-check partitions marked behind: the high watermark seen with their last record
+        may have been stale, and a drained partition gets no record to say so."""
+        for (topic, partition), p in self._parts.items():
+            if p.behind:
+                hw = highwater(topic, partition)
+                p.behind = hw is not None and p.offset + 1 < hw
+
+    def forget(self, topic: str, partition: int) -> None:
+        self._parts.pop((topic, partition), None)
+
+    def current(self) -> int | None:
+        if not self._parts:
+            return self._value
+        behind = [p.latest for p in self._parts.values() if p.behind]
+        base = min(behind) if behind else max(p.latest for p in self._parts.values())
+        candidate = base - self.grace_ms
+        if self._value is None or candidate > self._value:
+            self._value = candidate
+        return self._value

@@ -1,0 +1,42 @@
+"""Web endpoints on the worker's port: Kubernetes probes and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from streams.metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from streams.app.worker import Pipeline
+
+
+def is_ready(p: Pipeline) -> bool:
+    """Ready once partitions are assigned and table recovery finished."""
+    app = p.app
+    recovery = app.tables.recovery
+    return bool(
+        p.ready and not app.rebalancing and not recovery.in_recovery and recovery.completed.is_set()
+    )
+
+
+def register_pages(p: Pipeline) -> None:
+    app = p.app
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ready = is_ready(p)
+        p.metrics.worker_ready.set(1 if ready else 0)
+        p.metrics.recovery_in_progress.set(1 if app.tables.recovery.in_recovery else 0)
+        body = {"ready": ready, "rebalancing": bool(app.rebalancing)}
+        return web.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        ready = is_ready(p)
+        p.metrics.worker_ready.set(1 if ready else 0)
+        p.metrics.recovery_in_progress.set(1 if app.tables.recovery.in_recovery else 0)
+        return web.bytes(p.metrics.render(), content_type=CONTENT_TYPE.split(";")[0])
