@@ -9,9 +9,10 @@ from stream time. At the end of the input every account is advanced to the last 
 from __future__ import annotations
 
 import gzip
-import io
+import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -29,17 +30,21 @@ from streams.state.account import AccountState
 TransitionSink = Callable[[dict[str, Any]], None]
 
 
-def open_events(path: str | Path) -> IO[bytes]:
-    """A binary line source; gzip is detected by its magic bytes, not the file name."""
+@contextmanager
+def open_events(path: str | Path) -> Iterator[tuple[IO[bytes], Callable[[], int] | None]]:
+    """(a binary line source, a function giving how many input bytes were read — None for a
+    pipe, which cannot tell). gzip is detected by its magic bytes, not the file name. Every
+    file opened here is closed on exit."""
     if str(path) == "-":
-        import sys
-
-        return sys.stdin.buffer
-    f = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
-    head = f.peek(2)[:2] if isinstance(f, io.BufferedReader) else b""
-    if head == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
-    return f
+        yield sys.stdin.buffer, None
+        return
+    with open(path, "rb") as raw:
+        position = raw.tell
+        if raw.peek(2)[:2] == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=raw) as unzipped:
+                yield unzipped, position  # type: ignore[misc]
+        else:
+            yield raw, position
 
 
 @dataclass
@@ -133,13 +138,6 @@ def _occurred_ms(t: dict[str, Any]) -> int:
     return ms
 
 
-def iter_lines(sources: Iterable[IO[bytes]]) -> Iterator[bytes]:
-    for src in sources:
-        for line in src:
-            if line.strip():
-                yield line
-
-
 def run_backtest(
     model: Model,
     paths: list[str | Path],
@@ -154,14 +152,13 @@ def run_backtest(
     started = time.perf_counter()
     n = 0
     for path in paths:
-        with open_events(path) as src:
-            raw_file = getattr(src, "fileobj", None) or src
+        with open_events(path) as (src, position):
             for line in src:
                 n += 1
                 if not line.strip():
                     continue
                 bt.feed_line(line, n)
-                if progress is not None and n % 8192 == 0:
-                    progress(raw_file.tell() if hasattr(raw_file, "tell") else n)
+                if progress is not None and position is not None and n % 8192 == 0:
+                    progress(position())
     bt.finish(until)
     return bt.summary.build(time.perf_counter() - started)
