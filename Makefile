@@ -7,10 +7,13 @@ PYTEST_ARGS ?=
 
 .PHONY: venv tools test test-unit test-integration demo bench lint clean
 
-$(STAMP): pyproject.toml requirements-tools.txt
+$(STAMP): pyproject.toml requirements-tools.txt tests/deploy/requirements-checkov.txt scripts/deploy-tools-venv.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]' -r requirements-tools.txt
+	$(BIN)/python -m pip check
+	# checkov pins packaging<24 (pytest 9 needs >=24): it gets a venv of its own.
+	PY=$(PY) scripts/deploy-tools-venv.sh $(VENV)/deploy-tools
 	touch $@
 
 venv: $(STAMP)

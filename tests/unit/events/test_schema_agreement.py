@@ -10,17 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
+import rfc3339_validator  # noqa: F401  (jsonschema's FormatChecker checks date-time only with it)
 from hypothesis import find, given, settings
 
 from streams.events.parse import event_from_obj
 from streams.events.types import Event
 
 from .strategies import event_objects
-
-pytest.importorskip("rfc3339_validator", reason="date-time format checking needs it")
-jsonschema = pytest.importorskip("jsonschema")
 
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "schemas" / "product-event.schema.json"
 SCHEMA = orjson.loads(SCHEMA_PATH.read_bytes())

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rfc3339_validator import validate_rfc3339 as rfc3339
 
 from streams.events.timestamps import iso_to_epoch_ms
 
 from .strategies import aware_datetimes, bad_timestamps, rfc3339_timestamps
-
-rfc3339 = pytest.importorskip(
-    "rfc3339_validator", reason="needs rfc3339-validator"
-).validate_rfc3339
 
 
 def expected_ms(dt: datetime) -> int:
