@@ -111,6 +111,9 @@ class Demo:
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"  # child output must reach logs/terminal as it happens
+        if not self.out.isatty():
+            # Piped (`make demo | tee`, tests): rich would assume 80 columns and cut the table.
+            env.setdefault("COLUMNS", "140")
         return env
 
     def start(self, name: str, args: Sequence[str], to_terminal: bool = False) -> Child:
