@@ -8,7 +8,7 @@ settings from here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # librdkafka namespaces for authentication and encryption, e.g. security.protocol,
@@ -94,3 +94,70 @@ def consumer_config(
         }
     )
     return conf
+
+
+def security_settings(
+    protocol: str = "PLAINTEXT",
+    sasl_mechanism: str | None = None,
+    sasl_username: str | None = None,
+    sasl_password: str | None = None,
+    ssl_cafile: str | None = None,
+) -> dict[str, str] | None:
+    """The `security` mapping for `confluent_common` from CLI-style values; None for PLAINTEXT
+    with nothing else set (the embedded broker and local clusters)."""
+    out: dict[str, str] = {}
+    if protocol and protocol.upper() != "PLAINTEXT":
+        out["security.protocol"] = protocol.upper()
+    for key, value in (
+        ("sasl.mechanism", sasl_mechanism),
+        ("sasl.username", sasl_username),
+        ("sasl.password", sasl_password),
+        ("ssl.ca.location", ssl_cafile),
+    ):
+        if value:
+            out[key] = value
+    return out or None
+
+
+def kafka_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Click options shared by the client commands (`--broker` and security), each also a
+    `PQL_*` environment variable like `pql worker`'s. The command receives `broker: str` and
+    `security: dict | None`."""
+    import functools
+
+    import click
+
+    @click.option(
+        "--broker",
+        envvar="PQL_BROKER",
+        default="127.0.0.1:9092",
+        show_default=True,
+        help="Kafka bootstrap address HOST:PORT (env PQL_BROKER).",
+    )
+    @click.option(
+        "--security-protocol",
+        envvar="PQL_SECURITY_PROTOCOL",
+        default="PLAINTEXT",
+        show_default=True,
+        type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]),
+    )
+    @click.option("--sasl-mechanism", envvar="PQL_SASL_MECHANISM", default=None)
+    @click.option("--sasl-username", envvar="PQL_SASL_USERNAME", default=None)
+    @click.option("--sasl-password", envvar="PQL_SASL_PASSWORD", default=None)
+    @click.option("--ssl-cafile", envvar="PQL_SSL_CAFILE", default=None)
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,
+        security_protocol: str,
+        sasl_mechanism: str | None,
+        sasl_username: str | None,
+        sasl_password: str | None,
+        ssl_cafile: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        kwargs["security"] = security_settings(
+            security_protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile
+        )
+        return command(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,69 @@
+"""format_transition: the one line a human reads per transition; must never crash on odd input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.io.tail import TransitionRow, decode_transition, format_transition
+
+BASE: dict[str, Any] = {
+    "account_id": "acme",
+    "kind": "qualified",
+    "segment": None,
+    "score": 120,
+    "previous_score": 90,
+    "occurred_at": "2026-01-05T10:00:00.000Z",
+    "reasons": [
+        {"rule": "messages >= 5", "points": 40, "signals": {"messages": 7}},
+        {"rule": "seats >= 3", "points": 50, "signals": {"seats": 4}},
+        {"rule": "inactive 14d", "points": -60, "signals": {}},
+        {"rule": "integrations >= 1", "points": 20, "signals": {}},
+        {"rule": "admin invited", "points": 5, "signals": {}},
+    ],
+}
+
+
+def test_full_row() -> None:
+    row = format_transition(BASE)
+    assert row == TransitionRow(
+        occurred_at="2026-01-05T10:00:00.000Z",
+        account="acme",
+        kind="qualified",
+        score="90 -> 120",
+        reasons="inactive 14d (-60); seats >= 3 (+50); messages >= 5 (+40); +2 more",
+    )
+
+
+def test_segment_kind_names_the_segment() -> None:
+    row = format_transition({**BASE, "kind": "segment_exited", "segment": "buying_intent"})
+    assert row.kind == "segment_exited buying_intent"
+
+
+def test_float_scores_and_exactly_three_reasons() -> None:
+    t = {**BASE, "score": 99.5, "previous_score": 100.0, "reasons": BASE["reasons"][:3]}
+    row = format_transition(t)
+    assert row.score == "100 -> 99.5"
+    assert "more" not in row.reasons
+    assert row.reasons.count(";") == 2
+
+
+def test_large_and_fractional_numbers_stay_readable() -> None:
+    row = format_transition({**BASE, "score": 1234567, "previous_score": 0.125})
+    assert row.score == "0.12 -> 1234567"
+
+
+def test_top_is_configurable() -> None:
+    assert format_transition(BASE, top=1).reasons == "inactive 14d (-60); +4 more"
+
+
+def test_missing_and_malformed_fields_do_not_raise() -> None:
+    row = format_transition({"reasons": ["not a dict", {"points": "x"}], "score": True})
+    assert row.cells() == ("?", "?", "?", "?", "? (?)")
+    assert format_transition({}).reasons == "-"
+
+
+def test_decode_transition() -> None:
+    assert decode_transition(b'{"a": 1}') == {"a": 1}
+    assert decode_transition(b"[1]") is None
+    assert decode_transition(b"nope") is None
+    assert decode_transition(None) is None
