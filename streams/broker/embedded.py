@@ -96,6 +96,7 @@ class EmbeddedBroker:
     def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.host = host
         self.port = port if port is not None else free_port(host)
+        self._auto_port = port is None  # ours to re-pick if someone takes it before we start
         self._proc: subprocess.Popen[bytes] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
@@ -185,6 +186,8 @@ class EmbeddedBroker:
     # -- internals --------------------------------------------------------------------------
 
     def _wait_port_free(self, deadline: float) -> None:
+        if self._auto_port and not port_is_free(self.host, self.port):
+            self.port = free_port(self.host)
         while not port_is_free(self.host, self.port):
             if time.monotonic() > deadline:
                 raise BrokerStartError(

@@ -11,6 +11,7 @@ the worker creates it with its own count); it waits for the topic to appear inst
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -188,7 +189,8 @@ class _TablePrinter:
         from rich.console import Console
 
         self.console = Console(highlight=False)
-        if not self.console.is_terminal:  # logs and pipes: wide rows rather than wrapped ones
+        if not self.console.is_terminal and not os.environ.get("COLUMNS"):
+            # logs and pipes: wide rows rather than wrapped ones (COLUMNS, if set, decides)
             self.console = Console(highlight=False, width=PIPE_WIDTH)
 
     def _table(self, header: bool) -> Any:

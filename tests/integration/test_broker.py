@@ -122,7 +122,8 @@ def test_watchdog_kills_broker_when_owner_is_killed() -> None:
             owner.wait()
 
 
-def test_pql_broker_cli_runs_and_stops_on_sigterm() -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_pql_broker_cli_runs_and_stops_on_signal(sig: signal.Signals) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "broker", "--port", str(port)],
@@ -137,8 +138,10 @@ def test_pql_broker_cli_runs_and_stops_on_sigterm() -> None:
         assert f"127.0.0.1:{port}" in first
         assert "pql worker --broker" in proc.stdout.readline()
         assert is_embedded_broker(f"127.0.0.1:{port}")
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         assert proc.wait(timeout=30) == 0
+        assert proc.stderr is not None
+        assert "broker stopped" in proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

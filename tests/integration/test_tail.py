@@ -79,7 +79,7 @@ def test_table_shows_transitions(broker: EmbeddedBroker, topic_name: str) -> Non
             "--timeout",
             "20",
         ],
-        terminal_width=200,
+        env={"COLUMNS": "200"},  # rows must not wrap whatever the runner's terminal
     )
     assert result.exit_code == 0, result.output
     out = result.output
