@@ -114,7 +114,7 @@ class EmbeddedBroker:
 
     @property
     def log_path(self) -> Path | None:
-        """Where the broker's stdout/stderr go (kept after stop for post-mortems)."""
+        """Where the broker's stdout/stderr go (deleted by a clean stop, kept after a crash)."""
         return self._log_path
 
     def is_running(self) -> bool:
@@ -167,6 +167,11 @@ class EmbeddedBroker:
         self._proc = None
         self._stop_watchdog()
         atexit.unregister(self.stop)
+        if proc.returncode in (0, -signal.SIGTERM) and self._log_path is not None:
+            # A clean stop leaves nothing to investigate; a crash keeps its log.
+            with contextlib.suppress(OSError):
+                self._log_path.unlink()
+            self._log_path = None
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
