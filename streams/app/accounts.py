@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +65,7 @@ class AccountStage:
         partitions: int,
         flush_interval_s: float,
         flush_max_events: int,
-        on_transition: Callable[[dict[str, Any]], None] | None = None,
+        on_transition: Callable[[dict[str, Any], float], None] | None = None,
         on_late: Callable[[bool], None] | None = None,
         advance_idle_s: float = 5.0,
     ) -> None:
@@ -88,12 +89,18 @@ class AccountStage:
         self.work: dict[int, PartitionWork] = {}
         self._timers_loaded = False
         self.state_bytes = 0
+        # Membership counts for the gauges: rebuilt from the table after each assignment, then
+        # kept current from the transitions.
+        self.pql_accounts = 0
+        self.segment_accounts: Counter[str] = Counter()
+        self._record_ts = 0.0  # broker timestamp (s) of the record being processed
 
     # -- records ---------------------------------------------------------------------------
     async def on_record(self, record: Any, watermark: int | None) -> None:
         """One by-account record (event or tick), inside its stream iteration."""
         msg = record.message
         part = msg.partition
+        self._record_ts = msg.timestamp or 0.0
         work = self.work.get(part)
         if work is None:
             work = self.work[part] = PartitionWork()
@@ -152,8 +159,17 @@ class AccountStage:
     async def _emit(self, transitions: list[dict[str, Any]]) -> None:
         for t in transitions:
             await self.send_transition(t["account_id"], orjson.dumps(t))
+            kind = t["kind"]
+            if kind == "qualified":
+                self.pql_accounts += 1
+            elif kind == "disqualified":
+                self.pql_accounts -= 1
+            elif kind == "segment_entered":
+                self.segment_accounts[t["segment"]] += 1
+            else:
+                self.segment_accounts[t["segment"]] -= 1
             if self.on_transition is not None:
-                self.on_transition(t)
+                self.on_transition(t, self._record_ts)
 
     # -- state -----------------------------------------------------------------------------
     def _state(self, account: str) -> AccountState | None:
@@ -206,10 +222,14 @@ class AccountStage:
         """After an assignment: index every restored account's next expiry by partition."""
         self._timers_loaded = True
         n = 0
+        self.pql_accounts = 0
+        self.segment_accounts = Counter()
         for key, data in self.table.items():
             state = self.codec.decode(data)
             if state is None:
                 continue
+            self.pql_accounts += state.pql
+            self.segment_accounts.update(state.segments)
             account = key.decode() if isinstance(key, bytes) else str(key)
             part = self.partition_of(account)
             work = self.work.get(part)

@@ -55,6 +55,7 @@ class Settings:
     flush_interval_s: float = 0.2  # how long account state may stay unwritten (write-behind)
     flush_max_events: int = 2_000  # ...or how many events
     tick_interval_s: float = 0.5  # time ticks: flush and advance quiet partitions
+    lag_interval_s: float = 5.0  # how often consumer lag is read from the broker
     security: Security = field(default_factory=Security)
     embedded: bool | None = None  # None: detect from the broker's cluster id
 

@@ -15,9 +15,11 @@ Routing rules are `streams.events.routing` (shared with `pql backtest`); scoring
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
+from functools import partial
 from typing import Any
 
 import faust
@@ -30,7 +32,9 @@ from streams.events.codec import decode_event, encode_event
 from streams.events.parse import parse_event
 from streams.events.resolver import UserRecord
 from streams.events.routing import needs_user_stage, user_stage
+from streams.events.timestamps import iso_to_epoch_ms
 from streams.events.types import Event, Reject
+from streams.io.lag import consumer_group_lag
 from streams.metrics import Metrics
 from streams.scoring.engine import Scorer
 
@@ -130,6 +134,7 @@ class Pipeline:
         app.agent(self.by_account, name="accounts")(self._accounts)
         app.timer(self.settings.tick_interval_s)(self._tick)
         app.timer(self.settings.flush_interval_s)(self._ack_forwarded)
+        app.timer(self.settings.lag_interval_s)(self._refresh_lag)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_rebalance_complete.connect(self._on_rebalanced)
         from streams.app.web import register_pages
@@ -198,9 +203,33 @@ class Pipeline:
         for tp in self.app.assignor.assigned_actives():
             if tp.topic == self.settings.by_account_topic:
                 await self.by_account.send(value=TICK_PREFIX, partition=tp.partition, force=True)
-        self.metrics.refresh_lag_seconds()
-        self.metrics.state_accounts.set(len(self.stage.cache))
-        self.metrics.state_bytes.set(self.stage.state_bytes)
+        m = self.metrics
+        m.refresh_lag_seconds()
+        m.state_accounts.set(len(self.stage.cache))
+        m.state_bytes.set(self.stage.state_bytes)
+        m.pql_accounts.set(self.stage.pql_accounts)
+        for segment in self.settings.model.segments:
+            m.segment_accounts.labels(segment.name).set(self.stage.segment_accounts[segment.name])
+
+    async def _refresh_lag(self) -> None:
+        """Lag from the broker's committed offsets: the numbers `pql lag` and an external
+        exporter see. Blocking admin calls run in a thread; failures are logged, not fatal."""
+        # The input topic only: internal topics carry time ticks, whose last few records are
+        # always in flight, and their lag follows from the input's anyway.
+        topics = [self.settings.input_topic]
+        loop = asyncio.get_running_loop()
+        try:
+            rows = await loop.run_in_executor(
+                None,
+                partial(
+                    consumer_group_lag, self.settings.broker, self.settings.resolved_app_id, topics
+                ),
+            )
+        except Exception as exc:  # noqa: BLE001 - observability must never stop the worker
+            log.warning("could not read consumer lag: %s", exc)
+            return
+        mine = {(tp.topic, tp.partition) for tp in self.app.assignor.assigned_actives()}
+        self.metrics.set_consumer_lag([r for r in rows if (r.topic, r.partition) in mine])
 
     async def _ack_forwarded(self) -> None:
         """Ack ingest/user-stage records once what they forwarded is delivered."""
@@ -246,9 +275,18 @@ class Pipeline:
     async def _send_late_dlq(self, raw: bytes, reject: Reject, ev: Event) -> None:
         await self._send_dlq(raw, (ev.account_id or "").encode() or None, reject, "accounts")
 
-    def _count_transition(self, t: dict[str, Any]) -> None:
+    def _count_transition(self, t: dict[str, Any], consumed_at: float) -> None:
         m = self.metrics
         m.transitions_total.labels(t["kind"], t["segment"] or "").inc()
+        if t["message_id"] is None:
+            return  # time-triggered: no event to measure latency from
+        now = time.time()
+        if consumed_at:
+            # The by-account record's timestamp is when ingest forwarded the input record.
+            m.processing_latency_seconds.observe(max(now - consumed_at, 0.0))
+        occurred = iso_to_epoch_ms(t["occurred_at"])
+        if occurred is not None:
+            m.end_to_end_latency_seconds.observe(max(now - occurred / 1000, 0.0))
 
     def _count_late(self, applied: bool) -> None:
         self.metrics.late_events_total.labels("applied" if applied else "rejected").inc()
