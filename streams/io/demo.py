@@ -50,8 +50,9 @@ from streams.io import simulate
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO_ROOT / "examples" / "team-chat.yaml"
 # How long each child gets between SIGTERM and SIGKILL: the worker flushes and commits, the
-# broker needs ~7 s (measured, see the embedded-broker notes).
-STOP_GRACE_S: dict[str, float] = {"tail": 5.0, "produce": 5.0, "worker": 30.0, "broker": 20.0}
+# broker needs ~7 s (measured, see the embedded-broker notes). The demo's state is thrown away
+# (temp dir, in-memory broker), so a worker that hangs on shutdown is not waited for longer.
+STOP_GRACE_S: dict[str, float] = {"tail": 5.0, "produce": 5.0, "worker": 20.0, "broker": 20.0}
 LOG_TAIL_LINES = 30
 TAIL_HEAD_START_S = 3.0
 
@@ -61,7 +62,7 @@ class DemoError(Exception):
 
 
 class _Terminated(Exception):
-    """Raised from the SIGTERM handler so the `finally` clean-up runs like for Ctrl-C."""
+    """Raised from the SIGTERM/SIGHUP handler so the `finally` clean-up runs like for Ctrl-C."""
 
 
 def free_port() -> int:
@@ -178,13 +179,20 @@ class Demo:
 
     def _stop_child(self, child: Child) -> None:
         """SIGTERM the child's group, wait for the whole group to be gone, SIGKILL if it won't."""
-        if child.proc.poll() is None or self._group_alive(child.pgid):
+        was_running = child.proc.poll() is None or self._group_alive(child.pgid)
+        if was_running:
             self._signal_group(child, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S.get(child.name, 10.0)
+        t0 = time.monotonic()
+        deadline = t0 + STOP_GRACE_S.get(child.name, 10.0)
         killed = False
         while True:
             child.proc.poll()  # reap the leader as soon as it exits
             if child.proc.returncode is not None and not self._group_alive(child.pgid):
+                if was_running:
+                    how = " (killed)" if killed else ""
+                    self.say(
+                        f"pql demo: {child.name} stopped{how} in {time.monotonic() - t0:.1f} s"
+                    )
                 return
             if not killed and (self._hurry or time.monotonic() > deadline):
                 self._signal_group(child, signal.SIGKILL)
@@ -198,7 +206,7 @@ class Demo:
     def stop(self) -> None:
         """Stop every child in reverse start order. Idempotent (finally, atexit, signals)."""
         # First of all: a further Ctrl-C / SIGTERM must not abort the stop half-way.
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             # ValueError: not the main thread (atexit and main() always are).
             with contextlib.suppress(ValueError):
                 signal.signal(sig, self._on_second_interrupt)
@@ -417,6 +425,8 @@ def main(
     # Python would inherit, and then Ctrl-C / `kill -INT` would do nothing.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_terminated)
+    # A closed terminal would kill us without running `finally`/atexit, orphaning the children.
+    signal.signal(signal.SIGHUP, _raise_terminated)
     code = 0
     try:
         code = demo.run()
