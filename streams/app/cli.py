@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import click
 
-from streams.app.settings import Security, Settings
+from streams.app.settings import Settings
+from streams.io.kafka_config import kafka_options
 from streams.model.errors import ModelError
 from streams.model.loader import load_model
 
@@ -18,6 +18,7 @@ def _env(name: str) -> str:
 
 
 @click.command()
+@kafka_options
 @click.option(
     "--model",
     "model_path",
@@ -26,7 +27,6 @@ def _env(name: str) -> str:
     type=click.Path(exists=True, dir_okay=False),
     help="PQL model YAML.",
 )
-@click.option("--broker", envvar=_env("BROKER"), default="127.0.0.1:9092", show_default=True)
 @click.option(
     "--input-topic", envvar=_env("INPUT_TOPIC"), default="product-events", show_default=True
 )
@@ -91,16 +91,6 @@ def _env(name: str) -> str:
     help="Wall seconds an account must be idle before stream time advances it.",
 )
 @click.option("--log-level", envvar=_env("LOG_LEVEL"), default="info", show_default=True)
-@click.option(
-    "--security-protocol",
-    envvar=_env("SECURITY_PROTOCOL"),
-    default="PLAINTEXT",
-    type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]),
-)
-@click.option("--sasl-mechanism", envvar=_env("SASL_MECHANISM"), default=None)
-@click.option("--sasl-username", envvar=_env("SASL_USERNAME"), default=None)
-@click.option("--sasl-password", envvar=_env("SASL_PASSWORD"), default=None)
-@click.option("--ssl-cafile", envvar=_env("SSL_CAFILE"), default=None)
 def worker(
     model_path: str,
     broker: str,
@@ -118,11 +108,7 @@ def worker(
     watermark_grace: float,
     advance_idle: float,
     log_level: str,
-    security_protocol: str,
-    sasl_mechanism: str | None,
-    sasl_username: str | None,
-    sasl_password: str | None,
-    ssl_cafile: str | None,
+    security: dict[str, str] | None,
 ) -> None:
     """Run the streaming worker: product events in, PQL transitions out."""
     try:
@@ -149,13 +135,13 @@ def worker(
         session_timeout_s=session_timeout,
         watermark_grace_ms=int(watermark_grace * 1000),
         advance_idle_s=advance_idle,
-        security=Security(
-            security_protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile
-        ),
+        security=security or {},
     )
     from streams.app.run import run_worker
+    from streams.io.topics import BrokerUnreachableError, TopicMismatchError
 
-    sys.exit(run_worker(settings))
-
-
-__all__ = ["worker", "logging"]
+    try:
+        code = run_worker(settings)
+    except (BrokerUnreachableError, TopicMismatchError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)

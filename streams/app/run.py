@@ -40,14 +40,14 @@ def run_worker(settings: Settings) -> int:
     )
     embedded = settings.embedded
     if embedded is None:
-        embedded = is_embedded_broker(settings.broker)
+        embedded = is_embedded_broker(settings.broker, security=settings.security or None)
     if embedded:
         log.warning(
             "embedded broker (Tansu) detected at %s: applying its workarounds "
             "(producer_max_batch_size=1 so changelog recovery is exact; topics created up front)",
             settings.broker,
         )
-    security = settings.security.librdkafka()
+    security = settings.security or None
     # Created before anything reads them: a broker that auto-creates topics would otherwise pick
     # its own partition count, and Faust tables refuse a mismatched source topic.
     ensure_topics(settings.broker, topic_specs(settings), security=security)

@@ -10,28 +10,6 @@ from streams.model.spec import Model
 
 
 @dataclass(frozen=True)
-class Security:
-    protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
-    sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
-    sasl_username: str | None = None
-    sasl_password: str | None = None
-    ssl_cafile: str | None = None
-
-    def librdkafka(self) -> dict[str, str]:
-        """The same settings for confluent-kafka (topic admin, lag)."""
-        out = {"security.protocol": self.protocol}
-        if self.sasl_mechanism:
-            out["sasl.mechanism"] = self.sasl_mechanism
-        if self.sasl_username:
-            out["sasl.username"] = self.sasl_username
-        if self.sasl_password:
-            out["sasl.password"] = self.sasl_password
-        if self.ssl_cafile:
-            out["ssl.ca.location"] = self.ssl_cafile
-        return out
-
-
-@dataclass(frozen=True)
 class Settings:
     model: Model
     broker: str = "127.0.0.1:9092"
@@ -56,7 +34,9 @@ class Settings:
     flush_max_events: int = 2_000  # ...or how many events
     tick_interval_s: float = 0.5  # time ticks: flush and advance quiet partitions
     lag_interval_s: float = 5.0  # how often consumer lag is read from the broker
-    security: Security = field(default_factory=Security)
+    # librdkafka-style security settings (security.protocol, sasl.*, ssl.ca.location), as
+    # `streams.io.kafka_config.security_settings` builds them; empty for PLAINTEXT.
+    security: dict[str, str] = field(default_factory=dict)
     embedded: bool | None = None  # None: detect from the broker's cluster id
 
     @property

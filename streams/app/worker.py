@@ -77,14 +77,17 @@ def faust_settings(settings: Settings, embedded: bool) -> dict[str, Any]:
 
 def _credentials(settings: Settings) -> Any:
     sec = settings.security
-    if sec.protocol == "PLAINTEXT":
+    protocol = sec.get("security.protocol", "PLAINTEXT")
+    if protocol == "PLAINTEXT":
         return None
-    context = ssl.create_default_context(cafile=sec.ssl_cafile) if "SSL" in sec.protocol else None
-    if sec.protocol.startswith("SASL"):
+    context = (
+        ssl.create_default_context(cafile=sec.get("ssl.ca.location")) if "SSL" in protocol else None
+    )
+    if protocol.startswith("SASL"):
         return faust.SASLCredentials(
-            username=sec.sasl_username,
-            password=sec.sasl_password,
-            mechanism=sec.sasl_mechanism or "PLAIN",
+            username=sec.get("sasl.username"),
+            password=sec.get("sasl.password"),
+            mechanism=sec.get("sasl.mechanism", "PLAIN"),
             ssl_context=context,
         )
     return faust.SSLCredentials(context)
