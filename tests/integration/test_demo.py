@@ -8,6 +8,7 @@ import contextlib
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,9 +174,14 @@ def test_demo_reports_a_worker_that_cannot_start_and_stops_the_broker(tmp_path: 
         port = re.search(r"broker\s+(127\.0\.0\.1:\d+)", text)
         assert port, text
         assert _leftovers({demo.pid}, {port.group(1)}) == []
+        kept = re.search(r"logs kept in (\S+)", text)
+        assert kept, text  # a failure keeps the logs for the user to read
+        assert (Path(kept.group(1)) / "worker.log").is_file()
     finally:
         if demo.poll() is None:
             _kill_groups({demo.pid})
+        if kept := re.search(r"logs kept in (\S+)", "\n".join(reader.lines)):
+            shutil.rmtree(kept.group(1), ignore_errors=True)
 
 
 def test_demo_without_a_model_fails_fast_and_starts_nothing(tmp_path: Path) -> None:
