@@ -60,6 +60,9 @@ def faust_settings(settings: Settings, embedded: bool) -> dict[str, Any]:
         "key_serializer": "raw",
         "value_serializer": "raw",
         "processing_guarantee": "at_least_once",
+        # Records are acked only after a flush (write-behind); the rest is simply re-read by the
+        # next owner. Waiting for them to be acked on stop/rebalance would wait forever.
+        "stream_wait_empty": False,
         "autodiscover": False,
         "loghandlers": [],
     }
