@@ -57,7 +57,7 @@ def test_worker_dlq(broker: object, workers: Workers, tmp_path: Path) -> None:  
     stats = produce(bootstrap, names.input_topic, EVENTS)
     assert stats.read == 12
 
-    got = collect(out, expected, timeout=45, settle=w.advance_idle_s + 2)
+    got = collect(out, expected, timeout=45, settle=w.settle)
     assert {transition_key(t) for t in got} == {transition_key(t) for t in expected}, diff_report(
         got, expected
     )

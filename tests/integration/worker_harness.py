@@ -114,6 +114,12 @@ class WorkerProc:
     _log: Any = None
 
     @property
+    def settle(self) -> float:
+        """Quiet seconds after which nothing more is coming: an account is advanced by stream
+        time only after `advance_idle_s`, and ticks come every 0.5 s."""
+        return self.advance_idle_s + 1.5
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
@@ -283,6 +289,8 @@ class Workers:
         for r in self.readers:
             with contextlib.suppress(Exception):
                 r.close()
+        for w in self.started:  # all at once: each takes a second or two to stop
+            w.send_signal(signal.SIGTERM)
         for w in self.started:
             w.stop()
         pgids = [w.proc.pid for w in self.started if w.proc is not None]
@@ -379,14 +387,21 @@ class TopicReader:
         done: Callable[[list[Record]], bool],
         timeout: float,
         settle: float = 0.0,
+        give_up_idle: float | None = None,
     ) -> bool:
         """Poll until `done(records)`, then keep reading until nothing arrived for `settle`
-        seconds (to catch records that should NOT come). False if `done` never held."""
-        deadline = time.monotonic() + timeout
+        seconds (to catch records that should NOT come). Gives up (False) at `timeout`, or
+        once nothing arrived for `give_up_idle` seconds (when the caller knows the producer
+        side is finished)."""
+        started = time.monotonic()
+        deadline = started + timeout
         ok = done(self.records)
         while not ok and time.monotonic() < deadline:
             self.poll(0.3)
             ok = done(self.records)
+            quiet = time.monotonic() - max(self.last_record_at, started)
+            if give_up_idle is not None and quiet >= give_up_idle:
+                break
         if ok and settle > 0:
             settle_deadline = time.monotonic() + max(settle * 4, 10.0)
             quiet_since = time.monotonic()
@@ -532,16 +547,15 @@ def collect(
     timeout: float,
     settle: float,
 ) -> list[dict[str, Any]]:
-    """Read until every expected transition id arrived, or as many distinct ids as expected
-    (then a comparison shows the difference without waiting out the timeout), then `settle`
-    seconds of quiet to catch extras."""
+    """Read until every expected transition id arrived, then `settle` seconds of quiet to catch
+    extras; if they do not all arrive, stop after `settle` seconds without any record (call it
+    once the worker has read all its input: by then a missing transition is not coming)."""
     want = {t["transition_id"] for t in expected}
 
     def done(records: list[Record]) -> bool:
-        seen = {r.json()["transition_id"] for r in records}
-        return want <= seen or len(seen) >= len(want)
+        return want <= {r.json()["transition_id"] for r in records}
 
-    reader.wait_for(done, timeout, settle)
+    reader.wait_for(done, timeout, settle, give_up_idle=settle)
     return reader.transitions()
 
 
