@@ -496,9 +496,10 @@ def write_jsonl(path: Path, events: Iterable[dict[str, Any] | str]) -> Path:
 
 
 def name_accounts(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The events with `context.groupId` set on every track/page/screen call that names no
-    account, resolved the way `pql produce` and the backtest do (the user's latest group call),
-    so every event of an account can go straight to it (README: "Live and backtest agree")."""
+    """The events with `context.groupId` set on every track/page/screen/identify call that names
+    no account, resolved the way `pql produce` and the backtest do (the user's latest group
+    call), so every event of an account can go straight to it in input order (README: "Send
+    `context.groupId` on every call for exact parity")."""
     from streams.events.parse import parse_event
     from streams.events.resolver import AccountResolver
     from streams.events.types import Reject
@@ -509,7 +510,7 @@ def name_accounts(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         parsed = parse_event(json.dumps(ev).encode())
         account = None if isinstance(parsed, Reject) else resolver.resolve(parsed)
         if (
-            ev.get("type") in ("track", "page", "screen")
+            ev.get("type") in ("track", "page", "screen", "identify")
             and not (ev.get("context") or {}).get("groupId")
             and isinstance(account, str)
             and account
@@ -589,3 +590,37 @@ def workers(broker: Any, tmp_path: Path) -> Iterator[Workers]:
         yield ws
     finally:
         ws.stop_all()
+
+
+def payload_diffs(
+    got: list[dict[str, Any]], expected: list[dict[str, Any]], limit: int = 10
+) -> list[str]:
+    """For transitions with the same id in both lists, the fields whose values differ (nested
+    one level for dicts such as `signals`), ignoring detected_at."""
+    want = {t["transition_id"]: without_detected_at(t) for t in expected}
+    out: list[str] = []
+    seen: set[str] = set()
+    for t in got:
+        tid = t["transition_id"]
+        w = want.get(tid)
+        if w is None or tid in seen:
+            continue
+        seen.add(tid)
+        g = without_detected_at(t)
+        diffs = []
+        for k in sorted(set(g) | set(w)):
+            a, b = g.get(k), w.get(k)
+            if a == b:
+                continue
+            if isinstance(a, dict) and isinstance(b, dict):
+                for kk in sorted(set(a) | set(b)):
+                    if a.get(kk) != b.get(kk):
+                        diffs.append(f"{k}.{kk}: worker {a.get(kk)!r} backtest {b.get(kk)!r}")
+            else:
+                diffs.append(f"{k}: worker {a!r} backtest {b!r}")
+        if diffs:
+            out.append(
+                f"{tid} {g['account_id']} {g['kind']} {g['segment']} {g['occurred_at']}: "
+                + "; ".join(diffs)
+            )
+    return out[:limit] if limit else out
