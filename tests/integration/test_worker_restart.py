@@ -1,0 +1,95 @@
+"""At-least-once across restarts: the worker is stopped mid-stream with SIGTERM (clean stop), then
+killed mid-stream with SIGKILL (crash), restarted each time on its data dir, and in the end no
+transition is missing and every re-emitted one carries the same id and payload.
+
+The input is a simulated stretch of 12 days where every call names its account (so the
+comparison with `pql backtest` is not about the user-stage ordering limit, see
+test_worker_parity), produced in two parts: the first before the SIGTERM, the second before
+the SIGKILL. It includes transitions triggered by time passing (stream time).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from streams.io.simulate import generate
+from tests.integration.worker_harness import (
+    EXAMPLES,
+    TopicReader,
+    WorkerNames,
+    Workers,
+    assert_duplicates_identical,
+    backtest,
+    collect,
+    diff_report,
+    name_accounts,
+    produce,
+    transition_key,
+    workers,  # noqa: F401 - fixture
+    write_jsonl,
+)
+
+MODEL = EXAMPLES / "team-chat.yaml"
+
+
+def _distinct(reader: TopicReader) -> int:
+    return len({t["transition_id"] for t in reader.transitions()})
+
+
+def _wait_more(reader: TopicReader, than: int, timeout: float) -> int:
+    """Until more than `than` distinct transitions were read; returns how many."""
+    assert reader.wait_for(lambda _r: _distinct(reader) > than, timeout), (
+        f"no new transition within {timeout:.0f} s (have {_distinct(reader)})"
+    )
+    return _distinct(reader)
+
+
+def test_worker_restart(broker: object, workers: Workers, tmp_path: Path) -> None:  # noqa: F811
+    bootstrap = workers.bootstrap
+    events = name_accounts(generate(accounts=24, days=12, seed=11))
+    half = len(events) // 5  # most transitions come early (signups): split so both matter
+    first = write_jsonl(tmp_path / "first.jsonl", events[:half])
+    second = write_jsonl(tmp_path / "second.jsonl", events[half:])
+    expected = backtest(MODEL, first, second, out_dir=tmp_path)
+    want_ids = {t["transition_id"] for t in expected}
+    first_only = {t["transition_id"] for t in backtest(MODEL, first, out_dir=tmp_path)}
+    assert any(t["trigger"] == "time" for t in expected), "the file should exercise stream time"
+    assert 10 < len(first_only & want_ids) < len(want_ids) - 10, "both halves must matter"
+
+    names = WorkerNames.unique("restart")
+    names.create_topics(bootstrap)
+    reader = workers.reader(names.output_topic)
+    w = workers.start(MODEL, names)
+
+    # 1. First half; SIGTERM as soon as the worker is visibly busy with it.
+    produce(bootstrap, names.input_topic, first)
+    at_term = _wait_more(reader, 0, timeout=60)
+    started = time.monotonic()
+    assert w.stop(signal.SIGTERM) == 0, f"unclean exit on SIGTERM:\n{w.log_tail()}"
+    stop_s = time.monotonic() - started
+    assert at_term < len(first_only & want_ids), "SIGTERM came too late to be mid-stream"
+
+    # 2. Restart on the same data dir; second half; SIGKILL once it is visibly busy with it.
+    w.start().wait_ready()
+    produce(bootstrap, names.input_topic, second)
+    late = want_ids - first_only  # transitions only the second half can cause
+    assert reader.wait_for(
+        lambda _r: bool(late & {t["transition_id"] for t in reader.transitions()}), timeout=60
+    ), "no transition of the second half after the restart"
+    at_kill = _distinct(reader)
+    w.kill()
+    assert at_kill < len(want_ids), "SIGKILL came too late to be mid-stream"
+
+    # 3. Restart after the crash and let it finish.
+    w.start().wait_ready(timeout=90)
+    got = collect(reader, expected, timeout=90, settle=w.settle)
+
+    assert {t["transition_id"] for t in got} == want_ids, diff_report(got, expected)
+    assert {transition_key(t) for t in got} == {transition_key(t) for t in expected}
+    dupes = assert_duplicates_identical(got)
+    print(
+        f"restart: {len(want_ids)} transitions, {dupes} re-emitted; SIGTERM at {at_term}, "
+        f"stopped in {stop_s:.1f} s; SIGKILL at {at_kill}"
+    )
