@@ -166,10 +166,12 @@ class PrometheusServer:
                 raise PrometheusError(
                     f"prometheus exited with {self.proc.returncode}:\n{self.log_tail()}"
                 )
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.url + "/-/ready", timeout=1.0) as resp,
+            ):
+                if resp.status == 200:
+                    return
             time.sleep(0.1)
         raise PrometheusError(f"prometheus not ready within {timeout:.0f} s:\n{self.log_tail()}")
 
