@@ -624,3 +624,27 @@ def payload_diffs(
                 + "; ".join(diffs)
             )
     return out[:limit] if limit else out
+
+
+def wait_committed(
+    bootstrap: str, group: str, topic: str, ends: dict[int, int], timeout: float
+) -> None:
+    """Until `group` has committed offset `ends[p]` on every partition p of `topic` (the end
+    offsets are known from what was produced: the embedded broker's own "latest offset" is
+    wrong for multi-record batches, see the shared notes)."""
+    conf = consumer_config(bootstrap, group)
+    consumer = Consumer(conf)
+    try:
+        deadline = time.monotonic() + timeout
+        got: dict[int, int] = {}
+        while time.monotonic() < deadline:
+            tps = consumer.committed(
+                [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=5
+            )
+            got = {tp.partition: tp.offset for tp in tps}
+            if all(got.get(p, -1) >= n for p, n in ends.items()):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"committed {got}, wanted {ends}")
+    finally:
+        consumer.close()
