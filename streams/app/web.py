@@ -39,4 +39,5 @@ def register_pages(p: Pipeline) -> None:
         ready = is_ready(p)
         p.metrics.worker_ready.set(1 if ready else 0)
         p.metrics.recovery_in_progress.set(1 if app.tables.recovery.in_recovery else 0)
-        return web.bytes(p.metrics.render(), content_type=CONTENT_TYPE.split(";")[0])
+        # As a header: aiohttp refuses a content_type argument that carries a charset.
+        return web.bytes(p.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
