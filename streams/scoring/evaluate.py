@@ -2,11 +2,22 @@
 
 The decision (`decide`) runs on every evaluation and is kept lean; the explanation (`reasons`,
 `condition`) is built only when a transition is actually emitted.
+
+Incremental evaluation: `evaluate` makes the full decision and returns it as an `EvalCache` (the
+values it read and produced, and each rule's points). After some signals changed, `reevaluate`
+brings that cache up to date by recomputing only what reads them: the rules reading a changed
+signal, the qualify condition when the score or a signal it reads changed (or the last evaluation
+flipped the PQL status, which is an input of the hysteresis), and the segments reading anything
+that changed (segments read only segments above them, so one pass in model order suffices). The
+score is always re-summed over every rule's points in rule order, so it is the same number the
+full evaluation computes. The full evaluation is the reference; the incremental one must give
+the same decision (tests/unit/scoring/test_incremental.py).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +43,65 @@ def _rule_points(rule: Rule, values: dict[str, Any]) -> Number:
     return pts
 
 
+def _total(points: Iterable[Number]) -> Number:
+    """The score: the rules' points added in rule order (not `sum`, whose float rounding may
+    differ), integral floats as integers."""
+    total: float = 0
+    for pts in points:
+        total += pts
+    return _num(total)
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal and of the same type (a score of 1 is not a score of 1.0 to the encoder)."""
+    return type(a) is type(b) and a == b
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     score: Number
     pql: bool
     segments: tuple[str, ...]
+
+
+class EvalCache:
+    """An account's last decision, kept in memory for incremental evaluation; never serialised.
+
+    `values` is the full mapping the decision read and produced (signals, `score`, `pql`, each
+    segment's membership), `points` each rule's points, `was_pql` the PQL status the qualify
+    condition was last evaluated from, `segments` the list object stored in the account state
+    (so a state changed behind the scorer's back is noticed), `owner` the evaluator that built it.
+    """
+
+    __slots__ = ("owner", "values", "points", "score", "was_pql", "pql", "members", "segments")
+
+    def __init__(
+        self,
+        owner: Evaluator,
+        values: dict[str, Any],
+        points: list[Number],
+        score: Number,
+        was_pql: bool,
+        pql: bool,
+        members: tuple[str, ...],
+    ) -> None:
+        self.owner = owner
+        self.values = values
+        self.points = points
+        self.score = score
+        self.was_pql = was_pql
+        self.pql = pql
+        self.members = members
+        self.segments: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Readers:
+    """What reads one name: rule indexes, whether qualify does, segment indexes."""
+
+    rules: tuple[int, ...]
+    qualify: bool
+    segments: tuple[int, ...]
 
 
 class Evaluator:
@@ -46,18 +111,20 @@ class Evaluator:
         self.enter = model.qualify.when
         self.exit = model.qualify.exit
         self.segments = model.segments
+        self.readers, self.incremental = _dependencies(model)
+        self.segment_index = {seg.name: j for j, seg in enumerate(self.segments)}
 
     def decide(self, values: dict[str, Any], was_pql: bool) -> Decision:
         """Mutates `values`, adding `score`, `pql` and each segment's membership."""
-        total: float = 0
-        for rule in self.rules:
-            total += _rule_points(rule, values)
-        score = _num(total)
+        c = self.evaluate(values, was_pql)
+        return Decision(c.score, c.pql, c.members)
+
+    def evaluate(self, values: dict[str, Any], was_pql: bool) -> EvalCache:
+        """The full decision, as a cache for `reevaluate`. Mutates (and keeps) `values`."""
+        points = [_rule_points(rule, values) for rule in self.rules]
+        score = _total(points)
         values["score"] = score
-        if was_pql:
-            pql = not self.exit.fn(values) if self.exit is not None else bool(self.enter.fn(values))
-        else:
-            pql = bool(self.enter.fn(values))
+        pql = self._qualify(values, was_pql)
         values["pql"] = pql
         members = []
         for seg in self.segments:
@@ -65,7 +132,72 @@ class Evaluator:
             values[seg.name] = inside
             if inside:
                 members.append(seg.name)
-        return Decision(score, pql, tuple(members))
+        return EvalCache(self, values, points, score, was_pql, pql, tuple(members))
+
+    def reevaluate(self, cache: EvalCache, changed: Iterable[str], was_pql: bool) -> bool:
+        """Bring `cache` up to date after the `changed` signals changed (`cache.values` already
+        holds their new values) and the PQL status is `was_pql`. True if the PQL status or the
+        segment membership changed (the score may change either way: read `cache.score`)."""
+        values = cache.values
+        readers = self.readers
+        dirty_rules: set[int] = set()
+        requalify = cache.was_pql is not was_pql
+        dirty_segments: set[int] = set()
+        for name in changed:
+            r = readers.get(name)
+            if r is not None:
+                dirty_rules.update(r.rules)
+                requalify = requalify or r.qualify
+                dirty_segments.update(r.segments)
+        if dirty_rules:
+            points = cache.points
+            rules = self.rules
+            for i in dirty_rules:
+                points[i] = _rule_points(rules[i], values)
+            score = _total(points)
+            if not _same(score, cache.score):
+                cache.score = score
+                values["score"] = score
+                requalify = True
+                r = readers.get("score")
+                if r is not None:
+                    dirty_segments.update(r.segments)
+        flipped = False
+        if requalify:
+            pql = self._qualify(values, was_pql)
+            cache.was_pql = was_pql
+            if pql is not cache.pql:
+                flipped = True
+                cache.pql = pql
+                values["pql"] = pql
+                r = readers.get("pql")
+                if r is not None:
+                    dirty_segments.update(r.segments)
+        if not dirty_segments:
+            return flipped
+        moved = False
+        segments = self.segments
+        for j in range(min(dirty_segments), len(segments)):
+            if j not in dirty_segments:
+                continue
+            seg = segments[j]
+            inside = bool(seg.expr.fn(values))
+            if inside is not values[seg.name]:
+                values[seg.name] = inside
+                moved = True
+                r = readers.get(seg.name)
+                if r is not None:
+                    dirty_segments.update(r.segments)  # only segments below j read it
+        if moved:
+            cache.members = tuple(s.name for s in segments if values[s.name])
+        return flipped or moved
+
+    def _qualify(self, values: dict[str, Any], was_pql: bool) -> bool:
+        if was_pql:
+            return (
+                not self.exit.fn(values) if self.exit is not None else bool(self.enter.fn(values))
+            )
+        return bool(self.enter.fn(values))
 
     def reasons(self, values: dict[str, Any]) -> list[dict[str, Any]]:
         """Every rule that contributed points, with the values it read."""
@@ -96,3 +228,43 @@ class Evaluator:
             seg = next(s for s in self.segments if s.name == segment)
             expr, text = seg.expr, f"segments.{seg.name}: {seg.expr.source}"
         return {"expr": text, "values": {n: values.get(n) for n in sorted(expr.names)}}
+
+
+def _dependencies(model: Model) -> tuple[dict[str, _Readers], bool]:
+    """Name -> what reads it; and whether incremental evaluation is sound for `model`.
+
+    It is sound when every expression reads only what the full evaluation has already computed
+    when it runs (the loader enforces this: rules read signals, qualify signals and `score`,
+    segments signals, `score`, `pql` and the segments above them). A model built by hand that
+    breaks it would read a name the incremental cache holds from a previous evaluation while the
+    full one sees it missing; such a model is always evaluated in full.
+    """
+    signals = {s.name for s in model.signals}
+    segment_names = [seg.name for seg in model.segments]
+    rules: dict[str, list[int]] = {}
+    qualify: set[str] = set()
+    segments: dict[str, list[int]] = {}
+    sound = True
+    for i, rule in enumerate(model.score):
+        names: Iterable[str] = rule.when.names if isinstance(rule, WhenRule) else (rule.signal,)
+        for n in names:
+            rules.setdefault(n, []).append(i)
+            sound = sound and n not in segment_names and n not in ("score", "pql")
+    for expr in (model.qualify.when, model.qualify.exit):
+        if expr is not None:
+            qualify.update(expr.names)
+    sound = sound and "pql" not in qualify and not qualify.intersection(segment_names)
+    for j, seg in enumerate(model.segments):
+        for n in seg.expr.names:
+            segments.setdefault(n, []).append(j)
+            if n in segment_names[j:]:
+                sound = False  # reads itself or a segment below it
+    names_read = set(rules) | qualify | set(segments)
+    # A name that is no signal, score, pql or segment is missing from both evaluations alike.
+    readers = {
+        n: _Readers(tuple(rules.get(n, ())), n in qualify, tuple(segments.get(n, ())))
+        for n in names_read
+    }
+    if signals.intersection(segment_names) or signals.intersection(("score", "pql")):
+        sound = False
+    return readers, sound
