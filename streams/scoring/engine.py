@@ -179,7 +179,7 @@ class Scorer:
             names = self.plan.names
             for i in changed:
                 values[names[i]] = ops[i].value(sigs[i], state)
-            if not self.evaluator.reevaluate(cache, [names[i] for i in changed], state.pql):
+            if not self.evaluator.reevaluate(cache, changed, state.pql):
                 state.score = cache.score
                 return []
         values = cache.values

@@ -17,7 +17,7 @@ the same decision (tests/unit/scoring/test_incremental.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,10 @@ def _num(x: float) -> Number:
     return int(x) if isinstance(x, float) and x.is_integer() else x
 
 
-def _rule_points(rule: Rule, values: dict[str, Any]) -> Number:
+PointsFn = Callable[[Mapping[str, Any]], Number]
+
+
+def _rule_points(rule: Rule, values: Mapping[str, Any]) -> Number:
     if isinstance(rule, WhenRule):
         return rule.points if rule.when.fn(values) else 0
     v = values.get(rule.signal)
@@ -41,6 +44,30 @@ def _rule_points(rule: Rule, values: dict[str, Any]) -> Number:
     if rule.max is not None:
         pts = min(pts, rule.max) if rule.points >= 0 else max(pts, rule.max)
     return pts
+
+
+def _points_fn(rule: Rule) -> PointsFn:
+    """`_rule_points` for one rule, its constants bound (the same arithmetic, fewer lookups)."""
+    if isinstance(rule, WhenRule):
+        when, points = rule.when.fn, rule.points
+
+        def when_points(values: Mapping[str, Any]) -> Number:
+            return points if when(values) else 0
+
+        return when_points
+
+    signal, every, per, cap = rule.signal, rule.every, rule.points, rule.max
+
+    def per_points(values: Mapping[str, Any]) -> Number:
+        v = values.get(signal)
+        if v is None or isinstance(v, bool | str) or not isinstance(v, int | float):
+            return 0
+        pts = math.floor(v / every) * per
+        if cap is not None:
+            pts = min(pts, cap) if per >= 0 else max(pts, cap)
+        return pts
+
+    return per_points
 
 
 def _total(points: Iterable[Number]) -> Number:
@@ -96,23 +123,30 @@ class EvalCache:
 
 
 @dataclass(frozen=True, slots=True)
-class _Readers:
-    """What reads one name: rule indexes, whether qualify does, segment indexes."""
+class Readers:
+    """What reads one name (a signal, `score`, `pql` or a segment): the indexes of the rules
+    and segments reading it, and whether the qualify condition does."""
 
-    rules: tuple[int, ...]
-    qualify: bool
-    segments: tuple[int, ...]
+    rules: tuple[int, ...] = ()
+    qualify: bool = False
+    segments: tuple[int, ...] = ()
 
 
 class Evaluator:
     def __init__(self, model: Model) -> None:
         self.model = model
         self.rules = model.score
+        self.points_fns = [_points_fn(rule) for rule in self.rules]
         self.enter = model.qualify.when
         self.exit = model.qualify.exit
         self.segments = model.segments
-        self.readers, self.incremental = _dependencies(model)
-        self.segment_index = {seg.name: j for j, seg in enumerate(self.segments)}
+        readers, self.incremental = _dependencies(model)
+        nobody = Readers()
+        # By signal index (model order, as `SignalPlan`), then for score, pql and each segment.
+        self.signal_readers = [readers.get(s.name, nobody) for s in model.signals]
+        self.score_segments = readers.get("score", nobody).segments
+        self.pql_segments = readers.get("pql", nobody).segments
+        self.segment_readers = [readers.get(seg.name, nobody).segments for seg in self.segments]
 
     def decide(self, values: dict[str, Any], was_pql: bool) -> Decision:
         """Mutates `values`, adding `score`, `pql` and each segment's membership."""
@@ -121,7 +155,7 @@ class Evaluator:
 
     def evaluate(self, values: dict[str, Any], was_pql: bool) -> EvalCache:
         """The full decision, as a cache for `reevaluate`. Mutates (and keeps) `values`."""
-        points = [_rule_points(rule, values) for rule in self.rules]
+        points = [fn(values) for fn in self.points_fns]
         score = _total(points)
         values["score"] = score
         pql = self._qualify(values, was_pql)
@@ -134,34 +168,36 @@ class Evaluator:
                 members.append(seg.name)
         return EvalCache(self, values, points, score, was_pql, pql, tuple(members))
 
-    def reevaluate(self, cache: EvalCache, changed: Iterable[str], was_pql: bool) -> bool:
-        """Bring `cache` up to date after the `changed` signals changed (`cache.values` already
-        holds their new values) and the PQL status is `was_pql`. True if the PQL status or the
-        segment membership changed (the score may change either way: read `cache.score`)."""
+    def reevaluate(self, cache: EvalCache, changed: Iterable[int], was_pql: bool) -> bool:
+        """Bring `cache` up to date after the signals at indexes `changed` changed
+        (`cache.values` already holds their new values) and with `was_pql` the current PQL
+        status. True if the PQL status or the segment membership changed (the score may change
+        either way: read `cache.score`)."""
         values = cache.values
-        readers = self.readers
-        dirty_rules: set[int] = set()
-        requalify = cache.was_pql is not was_pql
-        dirty_segments: set[int] = set()
-        for name in changed:
-            r = readers.get(name)
-            if r is not None:
-                dirty_rules.update(r.rules)
-                requalify = requalify or r.qualify
-                dirty_segments.update(r.segments)
-        if dirty_rules:
-            points = cache.points
-            rules = self.rules
-            for i in dirty_rules:
-                points[i] = _rule_points(rules[i], values)
+        points = cache.points
+        fns = self.points_fns
+        requalify = cache.was_pql is not was_pql  # the last evaluation flipped the status
+        rescore = False
+        dirty: set[int] | None = None  # segments to re-evaluate
+        for i in changed:
+            readers = self.signal_readers[i]
+            for k in readers.rules:
+                pts = fns[k](values)
+                if not _same(pts, points[k]):
+                    points[k] = pts
+                    rescore = True
+            if readers.qualify:
+                requalify = True
+            if readers.segments:
+                dirty = set(readers.segments) if dirty is None else dirty.union(readers.segments)
+        if rescore:
             score = _total(points)
             if not _same(score, cache.score):
                 cache.score = score
                 values["score"] = score
                 requalify = True
-                r = readers.get("score")
-                if r is not None:
-                    dirty_segments.update(r.segments)
+                if self.score_segments:
+                    dirty = (dirty or set()).union(self.score_segments)
         flipped = False
         if requalify:
             pql = self._qualify(values, was_pql)
@@ -170,33 +206,30 @@ class Evaluator:
                 flipped = True
                 cache.pql = pql
                 values["pql"] = pql
-                r = readers.get("pql")
-                if r is not None:
-                    dirty_segments.update(r.segments)
-        if not dirty_segments:
+                if self.pql_segments:
+                    dirty = (dirty or set()).union(self.pql_segments)
+        if not dirty:
             return flipped
         moved = False
         segments = self.segments
-        for j in range(min(dirty_segments), len(segments)):
-            if j not in dirty_segments:
+        for j in range(min(dirty), len(segments)):
+            if j not in dirty:
                 continue
-            seg = segments[j]
-            inside = bool(seg.expr.fn(values))
-            if inside is not values[seg.name]:
-                values[seg.name] = inside
+            name = segments[j].name
+            inside = bool(segments[j].expr.fn(values))
+            if inside is not values[name]:
+                values[name] = inside
                 moved = True
-                r = readers.get(seg.name)
-                if r is not None:
-                    dirty_segments.update(r.segments)  # only segments below j read it
+                dirty.update(self.segment_readers[j])  # only segments below j read it
         if moved:
-            cache.members = tuple(s.name for s in segments if values[s.name])
+            cache.members = tuple(seg.name for seg in segments if values[seg.name])
         return flipped or moved
 
     def _qualify(self, values: dict[str, Any], was_pql: bool) -> bool:
         if was_pql:
-            return (
-                not self.exit.fn(values) if self.exit is not None else bool(self.enter.fn(values))
-            )
+            if self.exit is not None:
+                return not self.exit.fn(values)
+            return bool(self.enter.fn(values))
         return bool(self.enter.fn(values))
 
     def reasons(self, values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -230,7 +263,7 @@ class Evaluator:
         return {"expr": text, "values": {n: values.get(n) for n in sorted(expr.names)}}
 
 
-def _dependencies(model: Model) -> tuple[dict[str, _Readers], bool]:
+def _dependencies(model: Model) -> tuple[dict[str, Readers], bool]:
     """Name -> what reads it; and whether incremental evaluation is sound for `model`.
 
     It is sound when every expression reads only what the full evaluation has already computed
@@ -241,30 +274,28 @@ def _dependencies(model: Model) -> tuple[dict[str, _Readers], bool]:
     """
     signals = {s.name for s in model.signals}
     segment_names = [seg.name for seg in model.segments]
+    derived = {"score", "pql", *segment_names}
     rules: dict[str, list[int]] = {}
     qualify: set[str] = set()
     segments: dict[str, list[int]] = {}
-    sound = True
+    sound = len(signals) == len(model.signals) and not signals & derived
+    sound = sound and len(set(segment_names)) == len(segment_names)
     for i, rule in enumerate(model.score):
         names: Iterable[str] = rule.when.names if isinstance(rule, WhenRule) else (rule.signal,)
         for n in names:
             rules.setdefault(n, []).append(i)
-            sound = sound and n not in segment_names and n not in ("score", "pql")
+            sound = sound and n not in derived
     for expr in (model.qualify.when, model.qualify.exit):
         if expr is not None:
             qualify.update(expr.names)
-    sound = sound and "pql" not in qualify and not qualify.intersection(segment_names)
+    sound = sound and not qualify & (derived - {"score"})
     for j, seg in enumerate(model.segments):
         for n in seg.expr.names:
             segments.setdefault(n, []).append(j)
-            if n in segment_names[j:]:
-                sound = False  # reads itself or a segment below it
-    names_read = set(rules) | qualify | set(segments)
+            sound = sound and n not in segment_names[j:]  # not itself nor a segment below
     # A name that is no signal, score, pql or segment is missing from both evaluations alike.
     readers = {
-        n: _Readers(tuple(rules.get(n, ())), n in qualify, tuple(segments.get(n, ())))
-        for n in names_read
+        n: Readers(tuple(rules.get(n, ())), n in qualify, tuple(segments.get(n, ())))
+        for n in set(rules) | qualify | set(segments)
     }
-    if signals.intersection(segment_names) or signals.intersection(("score", "pql")):
-        sound = False
     return readers, sound
