@@ -144,21 +144,6 @@ class Scorer:
         through this scorer (the next evaluation is then a full one)."""
         state.__dict__.pop(_CACHE, None)
 
-    def _cache(self, state: AccountState) -> EvalCache | None:
-        """The state's evaluation cache, if it is this scorer's and the state still holds the
-        decision it recorded."""
-        cache: EvalCache | None = state.__dict__.get(_CACHE)
-        if (
-            cache is None
-            or cache.owner is not self.evaluator
-            or not state.evaluated
-            or state.score is not cache.score
-            or state.pql is not cache.pql
-            or state.segments is not cache.segments
-        ):
-            return None
-        return cache
-
     def _evaluate(
         self,
         account_id: str,
@@ -167,8 +152,17 @@ class Scorer:
         message_id: str | None,
         changed: list[int],
     ) -> list[dict[str, Any]]:
-        cache = self._cache(state) if self.incremental else None
-        if cache is None:
+        # The state's cache, if this scorer made it and the state still holds the decision it
+        # recorded (anything else: evaluate in full, and keep that as the new cache).
+        cache: EvalCache | None = state.__dict__.get(_CACHE) if self.incremental else None
+        if (
+            cache is None
+            or cache.owner is not self.evaluator
+            or not state.evaluated
+            or state.score is not cache.score
+            or state.pql is not cache.pql
+            or state.segments is not cache.segments
+        ):
             cache = self.evaluator.evaluate(self.plan.values(state), state.pql)
             if self.incremental:
                 state.__dict__[_CACHE] = cache

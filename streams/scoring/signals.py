@@ -25,7 +25,7 @@ DAY_MS = 86_400_000
 class SignalOp:
     """One compiled signal. Subclasses implement the kinds."""
 
-    __slots__ = ("spec", "index", "where", "window", "bucket")
+    __slots__ = ("spec", "index", "where", "window", "bucket", "span")
 
     def __init__(self, spec: Signal, index: int) -> None:
         self.spec = spec
@@ -33,6 +33,8 @@ class SignalOp:
         self.where = spec.where.fn if spec.where is not None else None
         self.window = spec.window_ms
         self.bucket = spec.bucket_ms
+        # expiry_of(i) = (i + 1) * bucket + window = i * bucket + span (exact: all ints).
+        self.span = (self.bucket or 0) + (self.window or 0)
 
     def update(self, ss: SignalState, ev: Event, state: AccountState) -> int | None:
         """Apply `ev`; None if the value did not change, else the expiry instant it added
@@ -78,8 +80,9 @@ class AmountOp(SignalOp):
         if self.window is None:
             ss.total += amount
             return NEVER
-        idx = ev.ts // self.bucket  # type: ignore[operator]
-        exp = self._expiry(idx)
+        bucket: int = self.bucket  # type: ignore[assignment]
+        idx = ev.ts // bucket
+        exp = idx * bucket + self.span  # expiry_of(idx, bucket, window)
         if exp <= state.clock:  # a late event whose bucket already left the window
             return None
         b = ss.buckets
@@ -129,14 +132,14 @@ class ActiveDaysOp(SignalOp):
 
     def update(self, ss: SignalState, ev: Event, state: AccountState) -> int | None:
         day = ev.ts // DAY_MS
+        if day in ss.buckets:  # (whether or not its bucket expired: no change either way)
+            return None
         if self.window is not None:
             exp = self._expiry(day)
             if exp <= state.clock:
                 return None
         else:
             exp = NEVER
-        if day in ss.buckets:
-            return None
         ss.buckets[day] = 1
         return exp
 
@@ -172,14 +175,16 @@ class DistinctUsersOp(SignalOp):
                 return None
             keys[user] = 0
             return NEVER
-        idx = ev.ts // self.bucket  # type: ignore[operator]
-        exp = self._expiry(idx)
+        bucket: int = self.bucket  # type: ignore[assignment]
+        idx = ev.ts // bucket
+        prev = keys.get(user)
+        if prev is not None and idx <= prev:
+            return None  # (whether or not its bucket expired: no change either way)
+        exp = idx * bucket + self.span  # expiry_of(idx, bucket, window)
         if exp <= state.clock:
             return None
-        prev = keys.get(user)
         if prev is not None:
-            if idx > prev:
-                keys[user] = idx  # seen again later: stays longer, same value now
+            keys[user] = idx  # seen again later: stays longer, same value now
             return None
         if len(keys) >= MAX_KEYS_PER_SIGNAL:
             return None
