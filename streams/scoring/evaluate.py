@@ -183,7 +183,8 @@ class Evaluator:
             readers = self.signal_readers[i]
             for k in readers.rules:
                 pts = fns[k](values)
-                if not _same(pts, points[k]):
+                old = points[k]
+                if pts != old or type(pts) is not type(old):  # not _same(), inlined
                     points[k] = pts
                     rescore = True
             if readers.qualify:
