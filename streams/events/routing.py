@@ -19,8 +19,6 @@ Two steps:
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from streams.events.resolver import UserRecord, route
 from streams.events.types import Event, EventType, Reject
 
@@ -71,12 +69,12 @@ def user_stage(
 ) -> tuple[list[Delivery], Reject | None, UserRecord | None]:
     """(deliveries, reject, the user's new record or None if unchanged)."""
     named = ev.account_id
-    routed, record = route(replace(ev), user, trait_keys)
+    routed, record = route(_copy(ev), user, trait_keys)
     if isinstance(routed, Reject):
         return [], routed, record
     deliveries: list[Delivery] = []
     if not named and routed is not None:
-        delivered = replace(ev)
+        delivered = _copy(ev)
         if ev.type is EventType.IDENTIFY:
             delivered.user_traits = _traits(record, user)
         deliveries.append((routed, delivered))
@@ -85,6 +83,21 @@ def user_stage(
         if moved and record.traits and synthetic:
             deliveries.append((named, _synthetic_identify(ev, named, record.traits)))
     return deliveries, None, record
+
+
+def _copy(ev: Event) -> Event:
+    """A shallow copy, as `dataclasses.replace(ev)` makes, without its per-call field walk."""
+    return Event(
+        ev.type,
+        ev.message_id,
+        ev.ts,
+        ev.user_id,
+        ev.account_id,
+        ev.event,
+        ev.properties,
+        ev.traits,
+        ev.user_traits,
+    )
 
 
 def _traits(record: UserRecord | None, before: UserRecord | None) -> dict[str, object]:

@@ -24,7 +24,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from streams.events.parse import parse_event
 from streams.events.resolver import AccountResolver
-from streams.events.types import Reject
+from streams.events.types import EventType, Reject
 from streams.io.kafka_config import kafka_options, producer_config
 from streams.io.topics import (
     BrokerUnreachableError,
@@ -72,10 +72,17 @@ class ProduceStats:
 
 class EventKeyer:
     """Chooses the record key of each raw line, remembering users' group calls across lines
-    (so a track call without groupId is keyed by the account the user joined earlier)."""
+    (so a track call without groupId is keyed by the account the user joined earlier).
 
-    def __init__(self) -> None:
+    With `next_group` (user -> the account of their first group call in the input, from
+    `first_groups`), an event from a user who has not joined a group *yet* — typically the
+    identify call at sign-up — is keyed by the account they are about to join, so every event
+    of an account shares its partition and keeps the input's order (what makes the worker's
+    transitions equal `pql backtest`'s)."""
+
+    def __init__(self, next_group: Mapping[str, str] | None = None) -> None:
         self.resolver = AccountResolver()
+        self.next_group = next_group or {}
 
     def key(self, raw: bytes) -> tuple[str | None, str]:
         """(key, kind) where kind is "account", "user" or "unkeyed"."""
@@ -86,8 +93,26 @@ class EventKeyer:
         if isinstance(account, str) and account:
             return account, "account"
         if ev.user_id:
+            upcoming = self.next_group.get(ev.user_id)
+            if upcoming:
+                return upcoming, "account"
             return ev.user_id, "user"
         return None, "unkeyed"  # pragma: no cover - the parser rejects events without a user
+
+
+def first_groups(paths: Iterable[str | Path]) -> dict[str, str]:
+    """user -> groupId of the user's first group call, over the whole input (a cheap first
+    pass: only lines that mention "group" are parsed)."""
+    out: dict[str, str] = {}
+    for line in read_lines(paths):
+        if b"group" not in line:
+            continue
+        ev = parse_event(line)
+        if isinstance(ev, Reject) or ev.type is not EventType.GROUP or not ev.user_id:
+            continue
+        if ev.account_id:
+            out.setdefault(ev.user_id, ev.account_id)
+    return out
 
 
 def open_binary(path: str | Path) -> BinaryIO:
@@ -112,7 +137,10 @@ def read_lines(paths: Iterable[str | Path]) -> Iterator[bytes]:
                     yield line
         finally:
             if f is not sys.stdin.buffer:
+                inner = getattr(f, "fileobj", None)  # a GzipFile does not close what it wraps
                 f.close()
+                if inner is not None and inner is not sys.stdin.buffer:
+                    inner.close()
 
 
 def produce_file(
@@ -151,7 +179,9 @@ def produce_file(
                 stats.first_error = err.str()
 
     producer = Producer(conf)
-    keyer = EventKeyer()
+    # Files can be read twice: look ahead for the group each user joins (stdin cannot).
+    seekable = all(str(p) != "-" for p in paths)
+    keyer = EventKeyer(first_groups(paths) if seekable else None)
     next_report = time.monotonic() + PROGRESS_EVERY_S
     for line in read_lines(paths):
         key, kind = keyer.key(line)

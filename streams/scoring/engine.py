@@ -16,7 +16,12 @@ Time semantics (the same in the worker and in `pql backtest`; README "Time seman
    the account is evaluated at its current clock; otherwise it is rejected as `too_late` (the
    worker sends it to the dead-letter topic). Both are counted.
 4. Evaluation runs only when a value changed, so an event the model does not read costs a dict
-   lookup.
+   lookup. And it is incremental: each account state carries an in-memory `EvalCache` (an
+   undeclared attribute, never encoded) of its last decision, and an evaluation recomputes only
+   the rules, qualify condition and segments reading a signal that changed (see
+   `streams.scoring.evaluate`). A state without one (new, or freshly decoded from bytes) is
+   evaluated in full, which is also the reference the incremental path must agree with
+   (`Scorer(model, incremental=False)` always evaluates in full).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 
 from streams.events.types import Event, Reject, RejectReason
 from streams.model.spec import Model
-from streams.scoring.evaluate import Evaluator
+from streams.scoring.evaluate import EvalCache, Evaluator
 from streams.scoring.signals import SignalPlan
 from streams.scoring.transitions import (
     DISQUALIFIED,
@@ -38,6 +43,9 @@ from streams.scoring.transitions import (
     build_transition,
 )
 from streams.state.account import NEVER, AccountState, StateCodec
+
+# The attribute of an AccountState holding its EvalCache (AccountState has dict=True for it).
+_CACHE = "_eval_cache"
 
 
 def wall_clock_ms() -> float:
@@ -55,10 +63,18 @@ class Outcome:
 
 
 class Scorer:
-    def __init__(self, model: Model, now_ms: Callable[[], float] = wall_clock_ms) -> None:
+    def __init__(
+        self,
+        model: Model,
+        now_ms: Callable[[], float] = wall_clock_ms,
+        *,
+        incremental: bool = True,
+    ) -> None:
         self.model = model
         self.plan = SignalPlan(model)
         self.evaluator = Evaluator(model)
+        # Off: every evaluation is a full one (the reference the tests compare against).
+        self.incremental = incremental and self.evaluator.incremental
         self.now_ms = now_ms
         self.model_tag = (model.fingerprint or f"{model.name}:{model.version}")[:16]
         self.codec = StateCodec(self.model_tag)
@@ -78,14 +94,14 @@ class Scorer:
         ts = ev.ts
         if ts < state.clock:
             return self._apply_late(account_id, state, ev)
-        out = Outcome(state)
-        if state.next_expiry <= ts:
-            out.transitions = self.advance(account_id, state, ts)
+        transitions = self.advance(account_id, state, ts) if state.next_expiry <= ts else []
         changed = self.plan.apply(state, ev)
         state.clock = ts
         if changed or not state.evaluated:
-            out.transitions.extend(self._evaluate(account_id, state, ts, ev.message_id))
-        return out
+            found = self._evaluate(account_id, state, ts, ev.message_id, changed)
+            if found:
+                transitions.extend(found)
+        return Outcome(state, transitions)
 
     def _apply_late(self, account_id: str, state: AccountState, ev: Event) -> Outcome:
         if self.longest_window and ev.ts <= state.clock - self.longest_window:
@@ -99,8 +115,9 @@ class Scorer:
         if ev.ts < state.first_seen:
             state.first_seen = ev.ts
         out = Outcome(state, late=True)
-        if self.plan.apply(state, ev):
-            out.transitions = self._evaluate(account_id, state, state.clock, ev.message_id)
+        changed = self.plan.apply(state, ev)
+        if changed:
+            out.transitions = self._evaluate(account_id, state, state.clock, ev.message_id, changed)
         return out
 
     # -- time ------------------------------------------------------------------------------
@@ -113,7 +130,7 @@ class Scorer:
             if at > state.clock:
                 state.clock = at
             if changed:
-                out.extend(self._evaluate(account_id, state, at, None))
+                out.extend(self._evaluate(account_id, state, at, None, changed))
         return out
 
     @staticmethod
@@ -121,27 +138,63 @@ class Scorer:
         return None if state.next_expiry >= NEVER else state.next_expiry
 
     # -- evaluation ------------------------------------------------------------------------
+    @staticmethod
+    def forget(state: AccountState) -> None:
+        """Drop the state's evaluation cache: call after changing its signals other than
+        through this scorer (the next evaluation is then a full one)."""
+        state.__dict__.pop(_CACHE, None)
+
     def _evaluate(
-        self, account_id: str, state: AccountState, at: int, message_id: str | None
+        self,
+        account_id: str,
+        state: AccountState,
+        at: int,
+        message_id: str | None,
+        changed: list[int],
     ) -> list[dict[str, Any]]:
-        values = self.plan.values(state)
-        decision = self.evaluator.decide(values, state.pql)
+        # The state's cache, if this scorer made it and the state still holds the decision it
+        # recorded (anything else: evaluate in full, and keep that as the new cache).
+        cache: EvalCache | None = state.__dict__.get(_CACHE) if self.incremental else None
+        if (
+            cache is None
+            or cache.owner is not self.evaluator
+            or not state.evaluated
+            or state.score is not cache.score
+            or state.pql is not cache.pql
+            or state.segments is not cache.segments
+        ):
+            cache = self.evaluator.evaluate(self.plan.values(state), state.pql)
+            if self.incremental:
+                state.__dict__[_CACHE] = cache
+        else:
+            values = cache.values
+            ops = self.plan.ops
+            sigs = state.signals
+            names = self.plan.names
+            for i in changed:
+                values[names[i]] = ops[i].value(sigs[i], state)
+            if not self.evaluator.reevaluate(cache, changed, state.pql):
+                state.score = cache.score
+                return []
+        values = cache.values
         state.evaluated = True
         changes: list[tuple[str, str | None]] = []
-        if decision.pql != state.pql:
-            changes.append((QUALIFIED if decision.pql else DISQUALIFIED, None))
-        if tuple(state.segments) != decision.segments:
+        if cache.pql != state.pql:
+            changes.append((QUALIFIED if cache.pql else DISQUALIFIED, None))
+        segments = cache.members
+        if tuple(state.segments) != segments:
             before = set(state.segments)
-            after = set(decision.segments)
+            after = set(segments)
             for name in self.segment_names:
                 if name in after and name not in before:
                     changes.append((SEGMENT_ENTERED, name))
                 elif name in before and name not in after:
                     changes.append((SEGMENT_EXITED, name))
+            state.segments = list(segments)
         previous_score = state.score
-        state.score = decision.score
-        state.pql = decision.pql
-        state.segments = list(decision.segments)
+        state.score = score = cache.score
+        state.pql = pql = cache.pql
+        cache.segments = state.segments
         if not changes:
             return []
         reasons = self.evaluator.reasons(values)
@@ -154,10 +207,10 @@ class Scorer:
                 account_id=account_id,
                 kind=kind,
                 segment=segment,
-                score=decision.score,
+                score=score,
                 previous_score=previous_score,
-                pql=decision.pql,
-                segments=list(decision.segments),
+                pql=pql,
+                segments=list(segments),
                 reasons=reasons,
                 condition=self.evaluator.condition(kind, segment, values),
                 signals=signals,

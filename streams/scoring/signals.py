@@ -25,13 +25,16 @@ DAY_MS = 86_400_000
 class SignalOp:
     """One compiled signal. Subclasses implement the kinds."""
 
-    __slots__ = ("spec", "index", "window", "bucket")
+    __slots__ = ("spec", "index", "where", "window", "bucket", "span")
 
     def __init__(self, spec: Signal, index: int) -> None:
         self.spec = spec
         self.index = index
+        self.where = spec.where.fn if spec.where is not None else None
         self.window = spec.window_ms
         self.bucket = spec.bucket_ms
+        # expiry_of(i) = (i + 1) * bucket + window = i * bucket + span (exact: all ints).
+        self.span = (self.bucket or 0) + (self.window or 0)
 
     def update(self, ss: SignalState, ev: Event, state: AccountState) -> int | None:
         """Apply `ev`; None if the value did not change, else the expiry instant it added
@@ -77,8 +80,9 @@ class AmountOp(SignalOp):
         if self.window is None:
             ss.total += amount
             return NEVER
-        idx = ev.ts // self.bucket  # type: ignore[operator]
-        exp = self._expiry(idx)
+        bucket: int = self.bucket  # type: ignore[assignment]
+        idx = ev.ts // bucket
+        exp = idx * bucket + self.span  # expiry_of(idx, bucket, window)
         if exp <= state.clock:  # a late event whose bucket already left the window
             return None
         b = ss.buckets
@@ -128,14 +132,14 @@ class ActiveDaysOp(SignalOp):
 
     def update(self, ss: SignalState, ev: Event, state: AccountState) -> int | None:
         day = ev.ts // DAY_MS
+        if day in ss.buckets:  # (whether or not its bucket expired: no change either way)
+            return None
         if self.window is not None:
             exp = self._expiry(day)
             if exp <= state.clock:
                 return None
         else:
             exp = NEVER
-        if day in ss.buckets:
-            return None
         ss.buckets[day] = 1
         return exp
 
@@ -171,14 +175,16 @@ class DistinctUsersOp(SignalOp):
                 return None
             keys[user] = 0
             return NEVER
-        idx = ev.ts // self.bucket  # type: ignore[operator]
-        exp = self._expiry(idx)
+        bucket: int = self.bucket  # type: ignore[assignment]
+        idx = ev.ts // bucket
+        prev = keys.get(user)
+        if prev is not None and idx <= prev:
+            return None  # (whether or not its bucket expired: no change either way)
+        exp = idx * bucket + self.span  # expiry_of(idx, bucket, window)
         if exp <= state.clock:
             return None
-        prev = keys.get(user)
         if prev is not None:
-            if idx > prev:
-                keys[user] = idx  # seen again later: stays longer, same value now
+            keys[user] = idx  # seen again later: stays longer, same value now
             return None
         if len(keys) >= MAX_KEYS_PER_SIGNAL:
             return None
@@ -299,53 +305,59 @@ class SignalPlan:
             s.trait for s in model.signals if s.kind is SignalKind.USERS_WITH_TRAIT and s.trait
         )
         self.windowed = [o for o in self.ops if o.window is not None]
+        # Account trait -> the TRAIT signals reading it (a group call changes only those).
+        self.trait_signals: dict[str, list[int]] = {}
+        for op in self.ops:
+            if op.spec.kind is SignalKind.TRAIT and op.spec.trait:
+                self.trait_signals.setdefault(op.spec.trait, []).append(op.index)
 
     def new_signal_states(self) -> list[SignalState]:
         return [SignalState() for _ in self.ops]
 
-    def apply(self, state: AccountState, ev: Event) -> bool:
-        """Apply one event to the account's signals; True if any value changed."""
-        changed = False
+    def apply(self, state: AccountState, ev: Event) -> list[int]:
+        """Apply one event to the account's signals; the indexes of the signals whose value
+        changed (empty if none did)."""
+        changed: list[int] = []
         sigs = state.signals
         if ev.type is EventType.TRACK:
             ops = self.by_event.get(ev.event, self.any_event)  # type: ignore[arg-type]
             for op in ops:
-                where = op.spec.where
-                if where is not None and not where.fn(ev.properties):
+                where = op.where
+                if where is not None and not where(ev.properties):
                     continue
                 exp = op.update(sigs[op.index], ev, state)
                 if exp is not None:
-                    changed = True
+                    changed.append(op.index)
                     if exp < state.next_expiry:
                         state.next_expiry = exp
             return changed
         if ev.type is EventType.GROUP and self.account_traits:
-            changed = self._apply_account_traits(state, ev)
+            self._apply_account_traits(state, ev, changed)
         for op in self.user_trait_ops:
             if op.update(sigs[op.index], ev, state) is not None:
-                changed = True
+                changed.append(op.index)
         return changed
 
-    def _apply_account_traits(self, state: AccountState, ev: Event) -> bool:
+    def _apply_account_traits(self, state: AccountState, ev: Event, changed: list[int]) -> None:
+        """Record the group call's traits; append the TRAIT signals whose value changed."""
         if ev.ts < state.traits_ts:
-            return False  # an older group call never overrides newer traits
+            return  # an older group call never overrides newer traits
         state.traits_ts = ev.ts
-        changed = False
         for name in self.account_traits:
             if name in ev.traits:
                 v = ev.traits[name]
                 if state.traits.get(name, _MISSING) != v:
                     state.traits[name] = v
-                    changed = True
-        return changed
+                    changed.extend(self.trait_signals[name])
 
-    def expire(self, state: AccountState, at: int) -> bool:
-        """Drop everything that left its window by `at`; recompute the next expiry."""
-        changed = False
+    def expire(self, state: AccountState, at: int) -> list[int]:
+        """Drop everything that left its window by `at`; recompute the next expiry. The indexes
+        of the signals whose value changed."""
+        changed: list[int] = []
         sigs = state.signals
         for op in self.windowed:
             if op.drop(sigs[op.index], at):
-                changed = True
+                changed.append(op.index)
         state.next_expiry = min(
             (op.earliest(sigs[op.index]) for op in self.windowed), default=NEVER
         )

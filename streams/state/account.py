@@ -34,7 +34,11 @@ class SignalState(msgspec.Struct, array_like=True, omit_defaults=True):
     keys: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-class AccountState(msgspec.Struct, array_like=True, omit_defaults=True):
+class AccountState(msgspec.Struct, array_like=True, omit_defaults=True, dict=True):
+    """`dict=True` lets the scorer attach an in-memory evaluation cache as an undeclared
+    attribute (see `streams.scoring.engine`): msgspec encodes declared fields only, so the bytes
+    are the same with or without it, and a decoded state simply has none."""
+
     # First 16 hex chars of the model fingerprint that built this state: a value written by
     # another model is never mixed with this one's (see `StateCodec.decode`).
     model: str

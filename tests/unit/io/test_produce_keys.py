@@ -40,3 +40,32 @@ def test_read_lines_plain_gzip_crlf_blank(tmp_path: Path) -> None:
     gz = tmp_path / "b.bin"  # no .gz suffix: detected by magic bytes
     gz.write_bytes(gzip.compress(b"four\nfive\n"))
     assert list(read_lines([plain, gz])) == [b"one", b"two  ", b"three", b"four", b"five"]
+
+
+def test_identify_before_group_is_keyed_by_the_account_the_user_joins_next(tmp_path) -> None:
+    """Sign-up order (identify, then group) must not split an account across partitions."""
+    import orjson
+
+    from streams.io.produce import EventKeyer, first_groups
+
+    lines = [
+        {"type": "identify", "userId": "u1", "traits": {"title": "CTO"}},
+        {"type": "group", "userId": "u1", "groupId": "acme"},
+        {"type": "track", "event": "Message Sent", "userId": "u1"},
+        {"type": "identify", "userId": "u2", "traits": {}},  # never joins: keyed by user
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(
+        b"\n".join(
+            orjson.dumps(dict(e, timestamp="2026-01-05T10:00:00Z", messageId=f"m{i}"))
+            for i, e in enumerate(lines)
+        )
+    )
+    lookahead = first_groups([path])
+    assert lookahead == {"u1": "acme"}
+    keyer = EventKeyer(lookahead)
+    keys = [keyer.key(line) for line in path.read_bytes().splitlines()]
+    assert keys == [("acme", "account"), ("acme", "account"), ("acme", "account"), ("u2", "user")]
+    # Without the look-ahead (stdin), the sign-up identify falls back to the user id.
+    plain = EventKeyer()
+    assert plain.key(path.read_bytes().splitlines()[0]) == ("u1", "user")

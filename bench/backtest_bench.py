@@ -1,0 +1,85 @@
+"""Benchmark: `pql backtest` throughput on simulated traffic (not a test).
+
+    .venv/bin/python bench/backtest_bench.py [--events N] [--runs R] [--model PATH] [--file PATH]
+
+Uses --file if given, else /tmp/pql-bench/events-<N>.jsonl, generating it once with
+`pql simulate --accounts 2000 --days 30 --seed 3` and keeping its first N lines (default
+300,000). Then replays it through `run_backtest` (parse, routing, scoring, summary; no
+transitions written) R times (default 3) and prints one JSON object: the median and every run's
+events/s, where events/s = lines read / wall seconds of the replay, as the report's
+`events_per_second`. The machine it runs on matters: note its load when quoting a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streams.backtest.runner import run_backtest  # noqa: E402
+from streams.model.loader import load_model  # noqa: E402
+
+
+def events_file(n: int) -> Path:
+    out = Path("/tmp/pql-bench") / f"events-{n}.jsonl"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    full = out.parent / "simulated-2000x30-seed3.jsonl"
+    if not full.exists():
+        pql = ROOT / ".venv" / "bin" / "pql"
+        cmd = [str(pql) if pql.exists() else "pql", "simulate", "--accounts", "2000"]
+        cmd += ["--days", "30", "--seed", "3", "--out", str(full)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    tmp = out.with_suffix(".part")
+    with full.open("rb") as src, tmp.open("wb") as dst:
+        for i, line in enumerate(src):
+            if i >= n:
+                break
+            dst.write(line)
+    tmp.rename(out)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--model", default=str(ROOT / "examples" / "team-chat.yaml"))
+    ap.add_argument("--file", default=None)
+    args = ap.parse_args()
+    path = Path(args.file) if args.file else events_file(args.events)
+    model = load_model(args.model)
+    rates: list[float] = []
+    lines = 0
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        summary = run_backtest(model, [path])
+        elapsed = time.perf_counter() - started
+        lines = summary["events_read"]
+        rates.append(lines / elapsed)
+    print(
+        json.dumps(
+            {
+                "file": str(path),
+                "model": args.model,
+                "events": lines,
+                "runs": len(rates),
+                "median_events_per_second": round(statistics.median(rates)),
+                "events_per_second": [round(r) for r in rates],
+                "load_average": [round(x, 2) for x in os.getloadavg()],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
