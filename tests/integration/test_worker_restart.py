@@ -4,8 +4,9 @@ transition is missing and every re-emitted one carries the same id and payload.
 
 The input is a simulated stretch of 12 days where every call names its account (so the
 comparison with `pql backtest` is not about the user-stage ordering limit, see
-test_worker_parity), produced in two parts: the first before the SIGTERM, the second before
-the SIGKILL. It includes transitions triggered by time passing (stream time).
+test_worker_parity), produced in two paced parts so a stream is flowing at each stop: the
+first around the SIGTERM, the second around the SIGKILL. It includes transitions triggered by
+time passing (stream time).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tests.integration.worker_harness import (
     diff_report,
     name_accounts,
     produce,
+    produce_in_background,
     transition_key,
     wait_committed,
     workers,  # noqa: F401 - fixture
@@ -33,6 +35,7 @@ from tests.integration.worker_harness import (
 )
 
 MODEL = EXAMPLES / "team-chat.yaml"
+RATE = 400.0  # events/s: slow enough that each stop lands mid-stream, fast enough to finish soon
 
 
 def _distinct(reader: TopicReader) -> int:
@@ -64,8 +67,8 @@ def test_worker_restart(broker: object, workers: Workers, tmp_path: Path) -> Non
     reader = workers.reader(names.output_topic)
     w = workers.start(MODEL, names)
 
-    # 1. First half; SIGTERM as soon as the worker is visibly busy with it.
-    produce(bootstrap, names.input_topic, first)
+    # 1. First half, paced; SIGTERM as soon as the worker is visibly busy with it.
+    feeding = produce_in_background(bootstrap, names.input_topic, first, rate=RATE)
     at_term = _wait_more(reader, 0, timeout=60)
     started = time.monotonic()
     assert w.stop(signal.SIGTERM) == 0, f"unclean exit on SIGTERM:\n{w.log_tail()}"
@@ -74,7 +77,8 @@ def test_worker_restart(broker: object, workers: Workers, tmp_path: Path) -> Non
 
     # 2. Restart on the same data dir; second half; SIGKILL once it is visibly busy with it.
     w.start().wait_ready()
-    produce(bootstrap, names.input_topic, second)
+    feeding.join(120)
+    feeding = produce_in_background(bootstrap, names.input_topic, second, rate=RATE)
     late = want_ids - first_only  # transitions only the second half can cause
     assert reader.wait_for(
         lambda _r: bool(late & {t["transition_id"] for t in reader.transitions()}), timeout=60
@@ -85,6 +89,7 @@ def test_worker_restart(broker: object, workers: Workers, tmp_path: Path) -> Non
 
     # 3. Restart after the crash and let it finish.
     w.start().wait_ready(timeout=90)
+    feeding.join(120)
     got = collect(reader, expected, timeout=90, settle=w.settle)
 
     assert {t["transition_id"] for t in got} == want_ids, diff_report(got, expected)

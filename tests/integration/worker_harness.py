@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -315,9 +316,21 @@ def assert_no_stray_processes(pgids: Iterable[int]) -> None:
 # -- produce / consume -------------------------------------------------------------------------
 
 
-def produce(bootstrap: str, topic: str, *paths: Path) -> ProduceStats:
-    """`pql produce`'s function: each line keyed by its resolved account (murmur2)."""
-    return produce_file(bootstrap, list(paths), topic=topic, partitions=PARTITIONS)
+def produce(bootstrap: str, topic: str, *paths: Path, rate: float | None = None) -> ProduceStats:
+    """`pql produce`'s function: each line keyed by its resolved account (murmur2); `rate`
+    paces it (events/s) so a stream is still flowing while a test restarts the worker."""
+    return produce_file(bootstrap, list(paths), topic=topic, partitions=PARTITIONS, rate=rate)
+
+
+def produce_in_background(
+    bootstrap: str, topic: str, *paths: Path, rate: float
+) -> threading.Thread:
+    """`produce` at `rate` in a thread (join it before asserting on the whole input)."""
+    thread = threading.Thread(
+        target=produce, args=(bootstrap, topic, *paths), kwargs={"rate": rate}, daemon=True
+    )
+    thread.start()
+    return thread
 
 
 def produce_raw(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
