@@ -103,12 +103,16 @@ class Backtest:
         if outcome.late:
             self.summary.late_applied += 1
         self.summary.on_event(account, ev.ts, ev.event)
-        self._emit(outcome.transitions)
+        if outcome.transitions:
+            self._emit(outcome.transitions)
         self.timers.schedule(account, state.next_expiry)
 
     def advance_watermark(self, until: int) -> None:
         """Advance every account with an expiry due at or before `until`."""
-        self.watermark = max(self.watermark, until)
+        if until > self.watermark:
+            self.watermark = until
+        if not self.timers.has_due(until):
+            return
         for account in self.timers.pop_due(until):
             state = self.states[account]
             self._emit(self.scorer.advance(account, state, until))

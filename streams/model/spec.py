@@ -1,15 +1,15 @@
 """The parsed PQL model: plain, immutable data. No parsing or evaluation lives here.
 
-`streams.model.loader.load_model()` builds these from YAML; `streams.scoring` and `streams.state`
-read them. Expressions are kept as compiled callables plus their source text and the names they read,
-so the core never re-parses and never uses `eval`.
+`streams.model.loader.load_model()` builds these from YAML; `streams.scoring` and
+`streams.state` read them. Expressions are kept as compiled callables plus their source text and
+the names they read, so the core never re-parses and never uses `eval`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 # A value an expression can see or produce.
@@ -19,7 +19,7 @@ Value = float | int | str | bool | None
 Compiled = Callable[[Mapping[str, Any]], Any]
 
 
-class SignalKind(str, Enum):
+class SignalKind(StrEnum):
     COUNT = "count"  # number of matching events in the window
     SUM = "sum"  # sum of a numeric property over matching events in the window
     DISTINCT_USERS = "distinct_users"  # distinct users with a matching event in the window
@@ -46,7 +46,8 @@ class Signal:
     events: frozenset[str] | None = None
     where: Expr | None = None  # filter over the event's properties
     property: str | None = None  # SUM: the numeric property summed
-    window_ms: int | None = None  # None: lifetime (no window) — always None for EVER/TRAIT/USERS_WITH_TRAIT
+    # None: lifetime (no window); always None for EVER, TRAIT and USERS_WITH_TRAIT.
+    window_ms: int | None = None
     bucket_ms: int | None = None  # event-time bucket size; None iff window_ms is None
     trait: str | None = None  # TRAIT / USERS_WITH_TRAIT: the trait name
     values: frozenset[Value] | None = None  # USERS_WITH_TRAIT: the accepted values (`in:`)

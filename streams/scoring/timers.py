@@ -30,6 +30,11 @@ class ExpiryIndex:
     def discard(self, account_id: str) -> None:
         self._due_at.pop(account_id, None)
 
+    def has_due(self, until: int) -> bool:
+        """Whether `pop_due(until)` may return anything (cheap: one look at the heap's top)."""
+        heap = self._heap
+        return bool(heap) and heap[0][0] <= until
+
     def pop_due(self, until: int) -> list[str]:
         """Accounts whose next expiry is at or before `until`, earliest first; they are removed
         (re-`schedule` them after advancing)."""

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-MODEL = "name: b\nversion: 1\nsignals:\n  m: {count: \"Message Sent\", window: 1d}\nqualify:\n  when: \"m >= 3\"\n"
+MODEL = (
+    "name: b\nversion: 1\nsignals:\n  m: {count: \"Message Sent\", window: 1d}\n"
+    "qualify:\n  when: \"m >= 3\"\n"
+)
 
 
 def _events(n: int) -> bytes:

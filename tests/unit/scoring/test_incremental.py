@@ -29,6 +29,9 @@ from streams.state.account import AccountState
 
 from .util import DAY, FIXED_NOW, HOUR, SEC, T0, iso, model, track
 
+assert T0 is not None
+START: int = T0
+
 ROOT = Path(__file__).resolve().parents[3]
 
 # Hysteresis that flips on every evaluation (exit holds whenever enter does: a PQL status is
@@ -191,7 +194,7 @@ class Side:
 def _check(m: Model, steps: list[tuple[Any, ...]]) -> None:
     fast, full = Side(m, True), Side(m, False)
     assert fast.bt.scorer.incremental and not full.bt.scorer.incremental
-    ts = T0
+    ts = START
     for n, step in enumerate(steps):
         if step[0] == "redecode":
             # The worker may drop an account from its cache and decode it afresh from bytes.
@@ -234,7 +237,7 @@ def test_incremental_equals_full_evaluation(name: str) -> None:
 def test_the_incremental_path_is_taken() -> None:
     side = Side(MODELS["flip"], True)
     for i in range(3):
-        side.bt.feed_event(_event(("track", 0, "A", "u1", "acme", {}), T0 + i * SEC, i))
+        side.bt.feed_event(_event(("track", 0, "A", "u1", "acme", {}), START + i * SEC, i))
     state = side.bt.states["acme"]
     assert isinstance(state.__dict__.get("_eval_cache"), EvalCache)
 
@@ -243,7 +246,7 @@ def test_the_cache_is_never_encoded() -> None:
     """A state with an evaluation cache attached encodes to the same bytes as one without."""
     side = Side(MODELS["team-chat"], True)
     for i, name in enumerate(["Message Sent", "Invite Sent", "Onboarding Completed"]):
-        side.bt.feed_event(_event(("track", 0, name, "u1", "acme", {}), T0 + i * SEC, i))
+        side.bt.feed_event(_event(("track", 0, name, "u1", "acme", {}), START + i * SEC, i))
     state = side.bt.states["acme"]
     assert state.__dict__, "expected a cache on the state"
     codec = side.bt.scorer.codec
@@ -262,12 +265,12 @@ def test_a_state_changed_behind_the_scorers_back_is_evaluated_in_full() -> None:
     names = ["Onboarding Completed", "Invite Sent"] + ["Core Feature Used"] * 5
     for side in (fast, full):
         for i, name in enumerate(names):
-            side.bt.feed_event(_event(("track", 0, name, "u1", "acme", {}), T0 + i * SEC, i))
+            side.bt.feed_event(_event(("track", 0, name, "u1", "acme", {}), START + i * SEC, i))
         state: AccountState = side.bt.states["acme"]
         assert state.pql
         state.pql = False  # e.g. a repair tool resetting the status
         side.bt.feed_event(
-            _event(("track", 0, "Core Feature Used", "u1", "acme", {}), T0 + DAY, 99)
+            _event(("track", 0, "Core Feature Used", "u1", "acme", {}), START + DAY, 99)
         )
     assert fast.transitions == full.transitions
     assert fast.transitions[-1]["kind"] == "qualified"
