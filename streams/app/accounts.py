@@ -114,8 +114,8 @@ class AccountStage:
         kind = value[:1]
         if kind == BATCH:
             now = time.monotonic()
-            for account, q, offset, path, data in decode_batch(value):
-                await self._on_event(account, work, q, offset, path, data, now)
+            for account, q, pos, path, data in decode_batch(value):
+                await self._on_event(account, work, q, pos, path, data, now)
                 work.events += 1
         work.pending.append(record)
         if not work.since:
@@ -134,14 +134,14 @@ class AccountStage:
         account: str,
         work: PartitionWork,
         q: int,
-        offset: int,
+        pos: int,
         path: int,
         data: bytes,
         now: float,
     ) -> None:
         state = self._state(account)
         source = f"{q}:{path}"
-        if state is not None and state.seen.get(source, -1) >= offset:
+        if state is not None and state.seen.get(source, -1) >= pos:
             return  # re-sent or re-read after a crash: this state already holds it
         ev = decode_event(data)
         outcome = self.scorer.apply(account, state, ev)
@@ -152,7 +152,7 @@ class AccountStage:
         elif outcome.late and self.on_late is not None:
             self.on_late(True)
         state = outcome.state
-        state.seen[source] = offset
+        state.seen[source] = pos
         self.last_seen[account] = now
         self.cache[account] = state
         work.dirty.add(account)

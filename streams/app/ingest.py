@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from streams.app.settings import Settings
 from streams.app.watermark import Watermark
-from streams.app.wire import DIRECT, SYNTHETIC_DELIVERED, Item, chunks, encode_batch
+from streams.app.wire import DIRECT, SYNTHETIC_DELIVERED, Item, chunks, encode_batch, position
 from streams.events.codec import encode_event
 from streams.events.parse import parse_event
 from streams.events.resolver import UserRecord
@@ -215,8 +215,8 @@ class Ingest:
                 users[uid] = record
                 value = _encode_local((offset, record.to_bytes()))
                 self._produce(users_topic, value, q, key=uid.encode())
-            for account, delivered in deliveries:
-                item = (account, q, offset, DIRECT, encode_event(delivered))
+            for k, (account, delivered) in enumerate(deliveries):
+                item = (account, q, position(offset, k), DIRECT, encode_event(delivered))
                 to_account[partition_of(account, n)].append(item)
             if forward:  # the user stage gets the original bytes (its rejects go to the DLQ)
                 mark = SYNTHETIC_DELIVERED if len(deliveries) > 1 else DIRECT

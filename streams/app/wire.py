@@ -7,7 +7,7 @@ for one partition into one record and the stateful agents pay that cost once per
 Every item names where its event came from — input partition, input offset, and the path it
 took (`DIRECT`, or the by-user partition it went through) — so the account stage can tell an
 event it already applied from a new one when a stage re-sends after a crash (at-least-once):
-per account and (input partition, path) offsets only grow.
+per account and (input partition, path) positions only grow.
 """
 
 from __future__ import annotations
@@ -20,8 +20,18 @@ DIRECT = -1  # the event went straight to the account stage
 # On a by-user item: a group call whose synthetic identify the ingest already delivered.
 SYNTHETIC_DELIVERED = -2
 
-# (routing key: account or user id, input partition, input offset, path, encoded event)
+# (routing key: account or user id, input partition, position, path, event bytes). By-account
+# items carry an encoded Event and position = `position(input offset, k)`; by-user items carry
+# the original input bytes and the input offset.
 Item = tuple[str, int, int, int, bytes]
+
+# One input event can make several deliveries to one account (a group call and its synthetic
+# identify): each gets its own position, in delivery order.
+MAX_DELIVERIES = 8
+
+
+def position(offset: int, k: int) -> int:
+    return offset * MAX_DELIVERIES + k
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[Item]).decode

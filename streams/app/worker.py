@@ -39,6 +39,7 @@ from streams.app.wire import (
     chunks,
     decode_batch,
     encode_batch,
+    position,
 )
 from streams.events.codec import encode_event
 from streams.events.parse import parse_event
@@ -86,8 +87,9 @@ def faust_settings(settings: Settings, embedded: bool) -> dict[str, Any]:
     return conf
 
 
-# A changelog key no account or user id can take; its empty value decodes to "no state".
-SEAL_KEY = b"\x00pql-seal"
+# A changelog key no account or user id can take (table keys are JSON-serialised strings);
+# its empty value decodes to "no state".
+SEAL_KEY = "\x00pql-seal"
 
 
 def _credentials(settings: Settings) -> Any:
@@ -184,8 +186,8 @@ class Pipeline:
                         self._users_written.add(path)
                     if reject is not None:
                         await self._send_dlq(raw, user_id.encode(), reject, "users")
-                    for account, delivered in deliveries:
-                        item = (account, q, offset, path, encode_event(delivered))
+                    for k, (account, delivered) in enumerate(deliveries):
+                        item = (account, q, position(offset, k), path, encode_event(delivered))
                         out[partition_of(account, n)].append(item)
                 for part, items in out.items():
                     for chunk in chunks(items, MAX_ITEMS_PER_RECORD):

@@ -34,7 +34,7 @@ def route_local(
         named = ev.account_id
         if not named:  # the parser rejects these; kept total for callers that do not
             return [], True, None
-        _, record = route(replace(ev), user, trait_keys)
+        _, record = route(_copy(ev), user, trait_keys)
         deliveries: list[Delivery] = [(named, ev)]
         stored = record if record is not None else user
         moved = user is None or user.account_id != named
@@ -43,7 +43,7 @@ def route_local(
         return deliveries, True, record
     account = ev.account_id or (user.account_id if user is not None else None)
     if ev.type is EventType.IDENTIFY:
-        _, record = route(replace(ev), user, trait_keys)
+        _, record = route(_copy(ev), user, trait_keys)
         if account:
             return [(account, ev)], False, record
         return [], True, record  # remembered here, and told to the user stage
