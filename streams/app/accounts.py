@@ -10,7 +10,7 @@ Per by-account partition:
   far is delivered, write each dirty account once to the table (one changelog record per account
   per flush, not per event), wait for those, and only then ack the partition's events so Faust
   may commit their offsets;
-- every state carries, per (input partition, path), the highest input offset applied to it
+- every state carries, per (input partition, path), the highest position applied to it
   (`streams/app/wire.py`), so an event a stage re-sends or re-reads after a crash is skipped if
   the restored state already holds it and applied otherwise — state never counts an event twice
   and never loses one; transitions of a re-processed event are re-emitted with the same
