@@ -1,5 +1,5 @@
-"""The account stage: scores events against per-account state kept in a RocksDB-backed Faust
-table, with write-behind batching and at-least-once delivery.
+"""The account stage: scores batches of events against per-account state kept in a RocksDB-backed
+Faust table, with write-behind batching and at-least-once delivery.
 
 Per by-account partition:
 
@@ -10,10 +10,11 @@ Per by-account partition:
   far is delivered, write each dirty account once to the table (one changelog record per account
   per flush, not per event), wait for those, and only then ack the partition's events so Faust
   may commit their offsets;
-- every state carries the offset of the last record applied to it, so a record replayed after a
-  crash (its offset was not committed yet) is skipped if the restored state already holds it and
-  applied again otherwise — state never counts an event twice and never loses one; transitions
-  of a replayed record are re-emitted with the same `transition_id`.
+- every state carries, per (input partition, path), the highest position applied to it
+  (`streams/app/wire.py`), so an event a stage re-sends or re-reads after a crash is skipped if
+  the restored state already holds it and applied otherwise — state never counts an event twice
+  and never loses one; transitions of a re-processed event are re-emitted with the same
+  `transition_id`.
 
 What a crash costs: the records since the last commit are read again (at most a flush interval
 plus Faust's commit interval); nothing is lost, duplicated transitions carry the same ids.
@@ -31,6 +32,7 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
+from streams.app.wire import BATCH, TICK, decode_batch
 from streams.events.codec import decode_event
 from streams.events.types import Event, Reject
 from streams.scoring.engine import Scorer
@@ -39,14 +41,12 @@ from streams.state.account import AccountState
 
 log = logging.getLogger(__name__)
 
-EVENT_PREFIX = b"E"  # by-account record: an encoded Event
-TICK_PREFIX = b"T"  # by-account record: a time tick (no payload)
-
 
 @dataclass
 class PartitionWork:
     dirty: set[str] = field(default_factory=set)
     pending: list[Any] = field(default_factory=list)  # Faust events to ack after the next flush
+    events: int = 0  # events in the pending records
     since: float = 0.0  # monotonic time of the oldest unflushed event
     timers: ExpiryIndex = field(default_factory=ExpiryIndex)
 
@@ -68,6 +68,7 @@ class AccountStage:
         on_transition: Callable[[dict[str, Any], float], None] | None = None,
         on_late: Callable[[bool], None] | None = None,
         advance_idle_s: float = 5.0,
+        seal_changelog: Callable[[Any, int], Awaitable[None]] | None = None,
     ) -> None:
         self.scorer = scorer
         self.codec = scorer.codec
@@ -81,10 +82,12 @@ class AccountStage:
         self.on_transition = on_transition
         self.on_late = on_late
         self.advance_idle_s = advance_idle_s
+        self.seal_changelog = seal_changelog
         # Wall time each account last received a record: stream time only advances accounts that
         # have been idle this long, so it never overtakes an account's records still in flight
         # between stages (stream time is read from the input, upstream of those hops).
         self.last_seen: dict[str, float] = {}
+        self._assigned_at = time.monotonic()
         self.cache: dict[str, AccountState] = {}
         self.work: dict[int, PartitionWork] = {}
         self._timers_loaded = False
@@ -94,10 +97,11 @@ class AccountStage:
         self.pql_accounts = 0
         self.segment_accounts: Counter[str] = Counter()
         self._record_ts = 0.0  # broker timestamp (s) of the record being processed
+        self.events_applied = 0
 
     # -- records ---------------------------------------------------------------------------
     async def on_record(self, record: Any, watermark: int | None) -> None:
-        """One by-account record (event or tick), inside its stream iteration."""
+        """One by-account record (a batch of events, or a tick), inside its stream iteration."""
         msg = record.message
         part = msg.partition
         self._record_ts = msg.timestamp or 0.0
@@ -107,39 +111,55 @@ class AccountStage:
         if not self._timers_loaded:
             self._load_timers()
         value: bytes = record.value
-        if value[:1] == EVENT_PREFIX:
-            await self._on_event(record, work, decode_event(value[1:]), msg.offset)
+        kind = value[:1]
+        if kind == BATCH:
+            now = time.monotonic()
+            for account, q, pos, path, data in decode_batch(value):
+                await self._on_event(account, work, q, pos, path, data, now)
+                work.events += 1
         work.pending.append(record)
         if not work.since:
             work.since = time.monotonic()
         if watermark is not None:
             await self._advance(work, watermark)
         if (
-            value[:1] == TICK_PREFIX
-            or len(work.pending) >= self.flush_max_events
+            kind == TICK
+            or work.events >= self.flush_max_events
             or time.monotonic() - work.since >= self.flush_interval_s
         ):
             await self.flush(part)
 
-    async def _on_event(self, record: Any, work: PartitionWork, ev: Event, offset: int) -> None:
-        account = record.key.decode() if isinstance(record.key, bytes) else str(record.key)
+    async def _on_event(
+        self,
+        account: str,
+        work: PartitionWork,
+        q: int,
+        pos: int,
+        path: int,
+        data: bytes,
+        now: float,
+    ) -> None:
         state = self._state(account)
-        if state is not None and state.offset >= offset:
-            return  # replayed after a crash: the restored state already holds this record
+        source = f"{q}:{path}"
+        if state is not None and state.seen.get(source, -1) >= pos:
+            return  # re-sent or re-read after a crash: this state already holds it
+        ev = decode_event(data)
         outcome = self.scorer.apply(account, state, ev)
         if outcome.reject is not None:  # too late: only possible for an existing account
-            await self.send_dlq(_event_json(ev), outcome.reject, ev)
+            await self.send_dlq(event_json(ev), outcome.reject, ev)
             if self.on_late is not None:
                 self.on_late(False)
         elif outcome.late and self.on_late is not None:
             self.on_late(True)
         state = outcome.state
-        state.offset = offset
-        self.last_seen[account] = time.monotonic()
+        state.seen[source] = pos
+        self.last_seen[account] = now
         self.cache[account] = state
         work.dirty.add(account)
         work.timers.schedule(account, state.next_expiry)
-        await self._emit(outcome.transitions)
+        if outcome.transitions:
+            await self._emit(outcome.transitions)
+        self.events_applied += 1
 
     async def _advance(self, work: PartitionWork, watermark: int) -> None:
         due = work.timers.pop_due(watermark)
@@ -148,7 +168,9 @@ class AccountStage:
             state = self._state(account)
             if state is None:
                 continue
-            if now - self.last_seen.get(account, 0.0) < self.advance_idle_s:
+            # An account restored or taken over counts as seen at assignment: its own records
+            # may still be in flight.
+            if now - self.last_seen.get(account, self._assigned_at) < self.advance_idle_s:
                 work.timers.schedule(account, state.next_expiry)  # busy: retry on a later tick
                 continue
             transitions = self.scorer.advance(account, state, watermark)
@@ -196,9 +218,12 @@ class AccountStage:
             self.state_bytes = size
             work.dirty.clear()
             await self.flush_producer()  # the changelog records are delivered
+            if self.seal_changelog is not None:
+                await self.seal_changelog(self.table, part)
         for record in work.pending:
             record.ack()
         work.pending.clear()
+        work.events = 0
         work.since = 0.0
 
     def forget(self, partitions: set[int]) -> None:
@@ -221,6 +246,7 @@ class AccountStage:
     def _load_timers(self) -> None:
         """After an assignment: index every restored account's next expiry by partition."""
         self._timers_loaded = True
+        self._assigned_at = time.monotonic()
         n = 0
         self.pql_accounts = 0
         self.segment_accounts = Counter()
@@ -240,7 +266,7 @@ class AccountStage:
         log.info("indexed window expiries of %d restored accounts", n)
 
 
-def _event_json(ev: Event) -> bytes:
+def event_json(ev: Event) -> bytes:
     """A too-late event as Segment-spec JSON for the dead-letter topic (the original bytes stay
     at the ingest stage; this carries every field the worker read)."""
     from streams.scoring.transitions import iso_ms

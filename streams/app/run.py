@@ -9,7 +9,7 @@ import faust
 
 from streams.app.settings import Settings
 from streams.broker.detect import is_embedded_broker
-from streams.io.topics import TopicSpec, ensure_topics
+from streams.io.topics import TopicSpec, ensure_topics, topic_partitions
 from streams.metrics import Metrics
 
 log = logging.getLogger("streams.worker")
@@ -44,13 +44,25 @@ def run_worker(settings: Settings) -> int:
     if embedded:
         log.warning(
             "embedded broker (Tansu) detected at %s: applying its workarounds "
-            "(producer_max_batch_size=1 so changelog recovery is exact; topics created up front)",
+            "(each flush ends with a single-record batch per changelog partition so changelog "
+            "recovery is exact; topics created up front)",
             settings.broker,
         )
     security = settings.security or None
     # Created before anything reads them: a broker that auto-creates topics would otherwise pick
     # its own partition count, and Faust tables refuse a mismatched source topic.
     ensure_topics(settings.broker, topic_specs(settings), security=security)
+    # The ingest stage's routing state follows the input's partitioning, whatever it is.
+    input_partitions = topic_partitions(settings.broker, settings.input_topic, security=security)
+    ensure_topics(
+        settings.broker,
+        [
+            TopicSpec(
+                settings.ingest_users_topic, input_partitions or settings.partitions, COMPACTED
+            )
+        ],
+        security=security,
+    )
     metrics = Metrics()
     model = settings.model
     metrics.set_model(model.name, str(model.version), model.fingerprint[:16])
@@ -63,8 +75,11 @@ def run_worker(settings: Settings) -> int:
         quiet=True,
         redirect_stdouts=False,
     )
+    pipeline.ingest.start()
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
+    finally:
+        pipeline.ingest.stop()
     return 0

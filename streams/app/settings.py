@@ -51,5 +51,16 @@ class Settings:
     def by_account_topic(self) -> str:
         return f"{self.resolved_app_id}-by-account"
 
+    @property
+    def ingest_users_topic(self) -> str:
+        """The ingest stage's local routing state (compacted, one partition per input one)."""
+        return f"{self.resolved_app_id}-ingest-users"
+
+    @property
+    def state_app_id(self) -> str:
+        """The Faust app (its consumer group and changelog prefix). The app id itself is the
+        ingest stage's consumer group, so `pql lag --group <app id>` shows the input lag."""
+        return f"{self.resolved_app_id}-state"
+
     def changelog_topic(self, table: str) -> str:
-        return f"{self.resolved_app_id}-{table}-changelog"
+        return f"{self.state_app_id}-{table}-changelog"

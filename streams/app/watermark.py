@@ -8,6 +8,7 @@ are in flight), then held back by a grace period. W only moves forward.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ class _Progress:
 
 class Watermark:
     def __init__(self, grace_ms: int) -> None:
+        # Written by the ingest thread, read by the Faust event loop.
+        self._lock = threading.Lock()
         self.grace_ms = grace_ms
         self._parts: dict[tuple[str, int], _Progress] = {}
         self._value: int | None = None
@@ -29,31 +32,36 @@ class Watermark:
         self, topic: str, partition: int, event_ms: int, offset: int, highwater: int | None
     ) -> None:
         behind = highwater is not None and offset + 1 < highwater
-        p = self._parts.get((topic, partition))
-        if p is None:
-            self._parts[(topic, partition)] = _Progress(event_ms, offset, behind)
-        else:
-            if event_ms > p.latest:
-                p.latest = event_ms
-            p.offset = offset
-            p.behind = behind
+        with self._lock:
+            p = self._parts.get((topic, partition))
+            if p is None:
+                self._parts[(topic, partition)] = _Progress(event_ms, offset, behind)
+            else:
+                if event_ms > p.latest:
+                    p.latest = event_ms
+                p.offset = offset
+                p.behind = behind
 
     def refresh(self, highwater: Callable[[str, int], int | None]) -> None:
         """Re-check partitions marked behind: the high watermark seen with their last record
         may have been stale, and a drained partition gets no record to say so."""
-        for (topic, partition), p in self._parts.items():
-            if p.behind:
-                hw = highwater(topic, partition)
-                p.behind = hw is not None and p.offset + 1 < hw
+        with self._lock:
+            stale = [(key, p) for key, p in self._parts.items() if p.behind]
+        for (topic, partition), p in stale:
+            hw = highwater(topic, partition)
+            p.behind = hw is not None and p.offset + 1 < hw
 
     def forget(self, topic: str, partition: int) -> None:
-        self._parts.pop((topic, partition), None)
+        with self._lock:
+            self._parts.pop((topic, partition), None)
 
     def current(self) -> int | None:
-        if not self._parts:
+        with self._lock:
+            parts = list(self._parts.values())
+        if not parts:
             return self._value
-        behind = [p.latest for p in self._parts.values() if p.behind]
-        base = min(behind) if behind else max(p.latest for p in self._parts.values())
+        behind = [p.latest for p in parts if p.behind]
+        base = min(behind) if behind else max(p.latest for p in parts)
         candidate = base - self.grace_ms
         if self._value is None or candidate > self._value:
             self._value = candidate

@@ -1,16 +1,17 @@
-"""The Faust app: three agents over explicit topics, two RocksDB tables, ticks, web endpoints.
+"""The worker: a confluent-kafka ingest stage in a thread, then two Faust agents over batches.
 
-    input topic ──ingest──┬──────────────────────────────► <app>-by-account ──accounts──► output
-    (any keying)          │ events naming no account,        (keyed by account,  │        topic
-        │ bad input       │ group calls, identifies          murmur2)            │
-        ▼                 └──► <app>-by-user ──users──────────────┘              ▼
-     DLQ topic                 (keyed by user; table: membership,          table: account
-                                user traits)                                state (one value
-                                                                            per account)
+    input topic ──ingest (thread)──┬─────────────────────────► <app>-by-account ──accounts──► out
+    (any keying)   parse, route,   │ events naming no account,    (batches keyed by   │       topic
+        │ bad      batch per       │ group calls, identifies      account partition)  │
+        ▼ input    partition       └──► <app>-by-user ──users──────────┘              ▼
+     DLQ topic                          (table: membership,               table: account state
+                                         user traits)                     (one value/account)
 
 Routing rules are `streams.events.routing` (shared with `pql backtest`); scoring is
-`streams.scoring` via `streams.app.accounts.AccountStage`. Every agent runs with concurrency 1
-(faust #606) and acks a record only after what it produced is delivered (at-least-once).
+`streams.scoring` via `streams.app.accounts.AccountStage`. Records on the internal topics are
+batches (`streams.app.wire`), so Faust's per-record cost is paid per batch, not per event. Every
+agent runs with concurrency 1 (faust #606) and acks a record only after what it produced is
+delivered (at-least-once); the account stage drops events it already applied.
 """
 
 from __future__ import annotations
@@ -19,19 +20,31 @@ import asyncio
 import logging
 import ssl
 import time
+from collections import defaultdict
 from functools import partial
 from typing import Any
 
 import faust
 from faust.types import TP
 
-from streams.app.accounts import EVENT_PREFIX, TICK_PREFIX, AccountStage
+from streams.app.accounts import AccountStage
+from streams.app.ingest import MAX_ITEMS_PER_RECORD, Ingest, partition_of
 from streams.app.settings import Settings
 from streams.app.watermark import Watermark
-from streams.events.codec import decode_event, encode_event
+from streams.app.wire import (
+    BATCH,
+    SYNTHETIC_DELIVERED,
+    TICK,
+    Item,
+    chunks,
+    decode_batch,
+    encode_batch,
+    position,
+)
+from streams.events.codec import encode_event
 from streams.events.parse import parse_event
 from streams.events.resolver import UserRecord
-from streams.events.routing import needs_user_stage, user_stage
+from streams.events.routing import user_stage
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.events.types import Event, Reject
 from streams.io.lag import consumer_group_lag
@@ -71,11 +84,12 @@ def faust_settings(settings: Settings, embedded: bool) -> dict[str, Any]:
     credentials = _credentials(settings)
     if credentials is not None:
         conf["broker_credentials"] = credentials
-    if embedded:
-        # Tansu bug 2 (shared notes): its "latest offset" is wrong for multi-record batches,
-        # which makes changelog recovery restore wrong state. One record per batch is correct.
-        conf["producer_max_batch_size"] = 1
     return conf
+
+
+# A changelog key no account or user id can take (table keys are JSON-serialised strings);
+# its empty value decodes to "no state".
+SEAL_KEY = "\x00pql-seal"
 
 
 def _credentials(settings: Settings) -> Any:
@@ -105,10 +119,9 @@ class Pipeline:
         self.scorer = Scorer(settings.model)
         self.trait_keys = self.scorer.plan.user_traits
         self.watermark = Watermark(settings.watermark_grace_ms)
-        self.app = faust.App(settings.resolved_app_id, **faust_settings(settings, embedded))
+        self.app = faust.App(settings.state_app_id, **faust_settings(settings, embedded))
         app = self.app
         n = settings.partitions
-        self.input = app.topic(settings.input_topic, key_type=bytes, value_type=bytes)
         self.output = app.topic(settings.output_topic, key_type=bytes, value_type=bytes)
         self.dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
         self.by_user = app.topic(settings.by_user_topic, partitions=n, value_type=bytes)
@@ -127,15 +140,18 @@ class Pipeline:
             on_transition=self._count_transition,
             on_late=self._count_late,
             advance_idle_s=settings.advance_idle_s,
+            seal_changelog=self._seal_changelog if embedded else None,
         )
         self._forward_pending: list[Any] = []
+        self._users_written: set[int] = set()  # users-changelog partitions written since a flush
+        self.embedded = embedded
         self.ready = False
+        self.ingest = Ingest(settings, metrics, self.watermark, self.trait_keys)
         self._wire()
 
     # -- agents ------------------------------------------------------------------------------
     def _wire(self) -> None:
         app = self.app
-        app.agent(self.input, name="ingest")(self._ingest)
         app.agent(self.by_user, name="users")(self._users)
         app.agent(self.by_account, name="accounts")(self._accounts)
         app.timer(self.settings.tick_interval_s)(self._tick)
@@ -143,72 +159,61 @@ class Pipeline:
         app.timer(self.settings.lag_interval_s)(self._refresh_lag)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_rebalance_complete.connect(self._on_rebalanced)
+        app.timer(1.0)(self._check_ingest)
         from streams.app.web import register_pages
 
         register_pages(self)
 
-    async def _ingest(self, stream: Any) -> None:
-        consumed = self.metrics.events_consumed_total.labels(self.settings.input_topic)
-        async for record in stream.noack().events():
-            consumed.inc()
-            raw: bytes = record.value if record.value is not None else b""
-            parsed = parse_event(raw)
-            msg = record.message
-            if isinstance(parsed, Reject):
-                await self._send_dlq(raw, record.key, parsed, "ingest")
-            else:
-                self._observe(msg, parsed.ts)
-                await self._route(parsed)
-            self._forward_pending.append(record)
-            if len(self._forward_pending) >= self.settings.flush_max_events:
-                await self._ack_forwarded()
-
-    async def _route(self, ev: Event) -> None:
-        if ev.account_id:
-            await self._to_account(ev.account_id, ev)
-        if ev.user_id and needs_user_stage(ev, self.trait_keys):
-            await self.by_user.send(key=ev.user_id.encode(), value=encode_event(ev), force=True)
-
-    async def _to_account(self, account: str, ev: Event) -> None:
-        await self.by_account.send(
-            key=account.encode(), value=EVENT_PREFIX + encode_event(ev), force=True
-        )
-
     async def _users(self, stream: Any) -> None:
+        """The user stage over batches: membership and user traits in the `users` table."""
+        n = self.settings.partitions
         async for record in stream.noack().events():
-            ev = decode_event(record.value)
-            user_id = ev.user_id or ""
-            data = self.users.get(user_id)
-            before = UserRecord.from_bytes(data) if data else None
-            deliveries, reject, after = user_stage(ev, before, self.trait_keys)
-            if after is not None:
-                self.users[user_id] = after.to_bytes()
-            if reject is not None:
-                await self._send_dlq(_json(ev), None, reject, "users")
-            for account, delivered in deliveries:
-                await self._to_account(account, delivered)
+            value: bytes = record.value
+            if value[:1] == BATCH:
+                path = record.message.partition
+                out: dict[int, list[Item]] = defaultdict(list)
+                for user_id, q, offset, mark, raw in decode_batch(value):
+                    ev = parse_event(raw)  # the ingest stage forwards the original bytes
+                    if isinstance(ev, Reject):  # cannot happen: ingest parsed it; never drop it
+                        await self._send_dlq(raw, None, ev, "users")
+                        continue
+                    stored = self.users.get(user_id)
+                    before = UserRecord.from_bytes(stored) if stored else None
+                    synthetic = mark != SYNTHETIC_DELIVERED
+                    deliveries, reject, after = user_stage(ev, before, self.trait_keys, synthetic)
+                    if after is not None:
+                        self.users[user_id] = after.to_bytes()
+                        self._users_written.add(path)
+                    if reject is not None:
+                        await self._send_dlq(raw, user_id.encode(), reject, "users")
+                    for k, (account, delivered) in enumerate(deliveries):
+                        item = (account, q, position(offset, k), path, encode_event(delivered))
+                        out[partition_of(account, n)].append(item)
+                for part, items in out.items():
+                    for chunk in chunks(items, MAX_ITEMS_PER_RECORD):
+                        await self.by_account.send(
+                            value=encode_batch(chunk), partition=part, force=True
+                        )
             self._forward_pending.append(record)
 
     async def _accounts(self, stream: Any) -> None:
         async for record in stream.noack().events():
             msg = record.message
-            value: bytes = record.value
-            if value[:1] == EVENT_PREFIX:
-                self.metrics.events_processed_total.inc()
             # Stream time only moves while this partition is caught up: records of its own
             # still unread could be older than what the input side has seen.
             wm = None if self._behind(msg) else self.watermark.current()
+            before = self.stage.events_applied
             await self.stage.on_record(record, wm)
+            self.metrics.events_processed_total.inc(self.stage.events_applied - before)
             wm = self.watermark.current()
             if wm is not None:
                 self.metrics.watermark_timestamp_seconds.set(wm / 1000)
 
     async def _tick(self) -> None:
         """Give every assigned by-account partition a record to flush and advance time in."""
-        self.watermark.refresh(self._highwater)
         for tp in self.app.assignor.assigned_actives():
             if tp.topic == self.settings.by_account_topic:
-                await self.by_account.send(value=TICK_PREFIX, partition=tp.partition, force=True)
+                await self.by_account.send(value=TICK, partition=tp.partition, force=True)
         m = self.metrics
         m.refresh_lag_seconds()
         m.state_accounts.set(len(self.stage.cache))
@@ -234,15 +239,25 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - observability must never stop the worker
             log.warning("could not read consumer lag: %s", exc)
             return
-        mine = {(tp.topic, tp.partition) for tp in self.app.assignor.assigned_actives()}
-        self.metrics.set_consumer_lag([r for r in rows if (r.topic, r.partition) in mine])
+        mine = self.ingest.assigned  # the input partitions this worker's ingest reads
+        self.metrics.set_consumer_lag([r for r in rows if r.partition in mine])
+
+    async def _check_ingest(self) -> None:
+        """The ingest thread is part of the worker: if it died, so does the worker (its
+        supervisor restarts it; nothing was committed past what was delivered)."""
+        if self.ingest.error is not None:
+            raise RuntimeError("the ingest stage failed") from self.ingest.error
 
     async def _ack_forwarded(self) -> None:
         """Ack ingest/user-stage records once what they forwarded is delivered."""
         if not self._forward_pending:
             return
         batch, self._forward_pending = self._forward_pending, []
+        written, self._users_written = self._users_written, set()
         await self._flush_producer()
+        if self.embedded:
+            for part in written:
+                await self._seal_changelog(self.users, part)
         for record in batch:
             record.ack()
 
@@ -252,13 +267,23 @@ class Pipeline:
         return hw is not None and msg.offset + 1 < hw
 
     def _highwater(self, topic: str, partition: int) -> int | None:
-        hw: int | None = self.app.consumer.highwater(TP(topic, partition))
+        try:
+            hw: int | None = self.app.consumer.highwater(TP(topic, partition))
+        except AssertionError:  # not assigned (any more): a rebalance is under way
+            return None
         return hw
 
-    def _observe(self, msg: Any, event_ms: int) -> None:
-        hw = self._highwater(msg.topic, msg.partition)
-        self.watermark.observe(msg.topic, msg.partition, event_ms, msg.offset, hw)
-        self.metrics.record_event_time(msg.topic, msg.partition, event_ms / 1000)
+    async def _seal_changelog(self, table: Any, partition: int) -> None:
+        """Embedded broker only (Tansu bug 2, shared notes): its "latest offset" is the last
+        batch's base offset + 1, which is wrong when that batch holds several records, and
+        Faust's changelog recovery would then stop short and restore wrong state. Instead of
+        one record per batch everywhere (every changelog write its own round trip), each flush
+        ends with one single-record batch per changelog partition it wrote, delivered before
+        any record is acked: whenever an offset can be committed, "latest" is exact."""
+        await self._flush_producer()
+        fut = table.send_changelog(partition, SEAL_KEY, b"", value_serializer="raw")
+        await self._flush_producer()
+        await fut
 
     async def _send_transition(self, account: str, payload: bytes) -> None:
         await self.output.send(key=account.encode(), value=payload, force=True)
@@ -308,9 +333,3 @@ class Pipeline:
 
     async def _on_rebalanced(self, app: Any, **_: Any) -> None:
         self.ready = True
-
-
-def _json(ev: Event) -> bytes:
-    from streams.app.accounts import _event_json
-
-    return _event_json(ev)

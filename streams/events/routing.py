@@ -1,17 +1,20 @@
-"""Where each event goes: straight to its account, through the user stage, or both.
+"""Where each event goes. The worker and the backtest share this, so both deliver the same
+events to the same accounts, in the same order when the input is keyed by account or user.
 
-The worker and the backtest share this, so both deliver the same events to the same accounts:
+Two steps:
 
-- An event that names its account (`context.groupId`, or a `group` call's `groupId`) goes
-  straight to that account, keeping the input's per-account order.
-- The *user stage* (state keyed by user: membership from group calls, the user traits the model
-  reads) sees events that name no account, group calls (to learn membership), and — when the
-  model reads user traits — identify calls. It delivers:
-  - events that name no account, to the account the user joined (a track from a user who joined
-    none is rejected as `missing_account`; an identify is remembered until the user joins);
-  - on a group call that changes a user's membership, a *synthetic identify* carrying the user's
-    stored traits (messageId `<group messageId>:traits`), so an account learns the title of a
-    user who identified before joining it.
+1. **Local routing** (`route_local`), per input partition, over the users whose calls that
+   partition carried: membership from group calls, the user traits the model reads. An event
+   that names its account (`context.groupId`, a group call's `groupId`) or whose user joined a
+   group earlier in the partition goes straight to the account — so with keyed input every
+   event of an account takes one path, in input order. A group call that moves a user also
+   delivers a *synthetic identify* with the user's stored traits (messageId
+   `<group messageId>:traits`), so the account learns the title of a user who identified
+   before joining it.
+2. **The user stage** (`user_stage`), keyed by user across all partitions: the fallback for
+   users whose group call sits in another partition (unkeyed input). It learns membership from
+   the group calls forwarded to it and routes the tracks and identifies local routing could not
+   resolve; a track from a user who joined no group is rejected as `missing_account`.
 """
 
 from __future__ import annotations
@@ -22,21 +25,47 @@ from streams.events.types import Event, EventType, Reject
 Delivery = tuple[str, Event]
 
 
-def direct_account(ev: Event) -> str | None:
-    """The account an event names itself, or None."""
-    return ev.account_id or None
-
-
-def needs_user_stage(ev: Event, user_trait_keys: frozenset[str]) -> bool:
-    if not ev.account_id:
-        return True
+def route_local(
+    ev: Event, user: UserRecord | None, trait_keys: frozenset[str]
+) -> tuple[list[Delivery], bool, UserRecord | None]:
+    """(deliveries straight to accounts, whether the user stage must see the event, the user's
+    new local record or None if unchanged)."""
     if ev.type is EventType.GROUP:
-        return True
-    return ev.type is EventType.IDENTIFY and bool(user_trait_keys)
+        named = ev.account_id
+        if not named:  # the parser rejects these; kept total for callers that do not
+            return [], True, None
+        _, record = route(_copy(ev), user, trait_keys)
+        deliveries: list[Delivery] = [(named, ev)]
+        stored = record if record is not None else user
+        moved = user is None or user.account_id != named
+        if moved and stored is not None and stored.traits:
+            deliveries.append((named, _synthetic_identify(ev, named, stored.traits)))
+        return deliveries, True, record
+    account = ev.account_id or (user.account_id if user is not None else None)
+    if ev.type is EventType.IDENTIFY:
+        _, record = route(_copy(ev), user, trait_keys)
+        if account:
+            return [(account, ev)], False, record
+        return [], True, record  # remembered here, and told to the user stage
+    if account:
+        return [(account, ev)], False, None
+    return [], True, None
+
+
+def _synthetic_identify(group: Event, account: str, traits: dict[str, object]) -> Event:
+    return Event(
+        type=EventType.IDENTIFY,
+        message_id=f"{group.message_id}:traits",
+        ts=group.ts,
+        user_id=group.user_id,
+        account_id=account,
+        traits=dict(traits),
+        user_traits=dict(traits),
+    )
 
 
 def user_stage(
-    ev: Event, user: UserRecord | None, trait_keys: frozenset[str]
+    ev: Event, user: UserRecord | None, trait_keys: frozenset[str], synthetic: bool = True
 ) -> tuple[list[Delivery], Reject | None, UserRecord | None]:
     """(deliveries, reject, the user's new record or None if unchanged)."""
     named = ev.account_id
@@ -51,21 +80,8 @@ def user_stage(
         deliveries.append((routed, delivered))
     if ev.type is EventType.GROUP and named and record is not None:
         moved = user is None or user.account_id != named
-        if moved and record.traits:
-            deliveries.append(
-                (
-                    named,
-                    Event(
-                        type=EventType.IDENTIFY,
-                        message_id=f"{ev.message_id}:traits",
-                        ts=ev.ts,
-                        user_id=ev.user_id,
-                        account_id=named,
-                        traits=dict(record.traits),
-                        user_traits=dict(record.traits),
-                    ),
-                )
-            )
+        if moved and record.traits and synthetic:
+            deliveries.append((named, _synthetic_identify(ev, named, record.traits)))
     return deliveries, None, record
 
 
@@ -90,23 +106,27 @@ def _traits(record: UserRecord | None, before: UserRecord | None) -> dict[str, o
 
 
 class Router:
-    """The direct path and the user stage over an in-memory user map: what the backtest runs.
-    The worker runs the same two steps in two agents, with the user map in a Faust table."""
+    """Both steps over in-memory maps, as the worker runs them for one input partition: what
+    the backtest runs. (The worker keeps the local maps per input partition in its ingest stage
+    and the user stage's in a Faust table.)"""
 
     def __init__(self, user_trait_keys: frozenset[str]) -> None:
         self.trait_keys = user_trait_keys
-        self.users: dict[str, UserRecord] = {}
+        self.local: dict[str, UserRecord] = {}
+        self.users: dict[str, UserRecord] = {}  # the user stage's
 
     def route(self, ev: Event) -> tuple[list[Delivery], Reject | None]:
-        out: list[Delivery] = []
-        account = direct_account(ev)
-        if account:
-            out.append((account, ev))
-        if ev.user_id and needs_user_stage(ev, self.trait_keys):
-            more, reject, record = user_stage(ev, self.users.get(ev.user_id), self.trait_keys)
-            if record is not None:
-                self.users[ev.user_id] = record
-            if reject is not None:
-                return out, reject
-            out.extend(more)
-        return out, None
+        uid = ev.user_id
+        if not uid:
+            return ([(ev.account_id, ev)] if ev.account_id else []), None
+        out, forward, record = route_local(ev, self.local.get(uid), self.trait_keys)
+        if record is not None:
+            self.local[uid] = record
+        if not forward:
+            return out, None
+        # Local routing already delivered the group call's synthetic identify, if any.
+        synthetic = not (ev.type is EventType.GROUP and len(out) > 1)
+        more, reject, staged = user_stage(ev, self.users.get(uid), self.trait_keys, synthetic)
+        if staged is not None:
+            self.users[uid] = staged
+        return out + more, reject

@@ -52,9 +52,11 @@ class AccountState(msgspec.Struct, array_like=True, omit_defaults=True, dict=Tru
     traits: dict[str, object] = msgspec.field(default_factory=dict)
     traits_ts: int = 0  # event time of the group call the traits come from
     evaluated: bool = False  # False until the first evaluation (so the first one always runs)
-    # Worker only: offset of the last by-account record applied, so a record re-read after a
-    # crash is never applied twice. -1 in the backtest.
-    offset: int = -1
+    # Worker only: per "input partition:path", the highest position (input offset and delivery
+    # index, see streams/app/wire.py) applied to this account, so an event re-sent or re-read
+    # after a crash is never applied twice. At most input partitions x (by-user partitions + 1)
+    # entries; empty in the backtest.
+    seen: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class StateCodec:

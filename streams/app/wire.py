@@ -1,0 +1,52 @@
+"""Records on the internal topics (`<app>-by-user`, `<app>-by-account`).
+
+A record is either a *batch* of routed events or a *tick*. Batching is what makes the worker fast:
+Faust's per-record path costs tens of microseconds, so the ingest stage groups the events bound
+for one partition into one record and the stateful agents pay that cost once per batch.
+
+Every item names where its event came from — input partition, input offset, and the path it
+took (`DIRECT`, or the by-user partition it went through) — so the account stage can tell an
+event it already applied from a new one when a stage re-sends after a crash (at-least-once):
+per account and (input partition, path) positions only grow.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+BATCH = b"B"
+TICK = b"T"
+DIRECT = -1  # the event went straight to the account stage
+# On a by-user item: a group call whose synthetic identify the ingest already delivered.
+SYNTHETIC_DELIVERED = -2
+
+# (routing key: account or user id, input partition, position, path, event bytes). By-account
+# items carry an encoded Event and position = `position(input offset, k)`; by-user items carry
+# the original input bytes and the input offset.
+Item = tuple[str, int, int, int, bytes]
+
+# One input event can make several deliveries to one account (a group call and its synthetic
+# identify): each gets its own position, in delivery order.
+MAX_DELIVERIES = 8
+
+
+def position(offset: int, k: int) -> int:
+    return offset * MAX_DELIVERIES + k
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(list[Item]).decode
+
+
+def encode_batch(items: list[Item]) -> bytes:
+    return BATCH + _encode(items)
+
+
+def decode_batch(data: bytes) -> list[Item]:
+    if data[:1] != BATCH:
+        raise ValueError(f"not a batch record (starts with {data[:1]!r})")
+    return _decode(memoryview(data)[1:])
+
+
+def chunks(items: list[Item], max_items: int) -> list[list[Item]]:
+    """Split so no record grows past the broker's message size limit."""
+    return [items[i : i + max_items] for i in range(0, len(items), max_items)]
