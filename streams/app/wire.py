@@ -33,6 +33,7 @@ MAX_DELIVERIES = 8
 def position(offset: int, k: int) -> int:
     return offset * MAX_DELIVERIES + k
 
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[Item]).decode
 
