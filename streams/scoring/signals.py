@@ -298,8 +298,9 @@ class SignalPlan:
             ops.extend(self.any_event)
             ops.sort(key=lambda o: o.index)
         self.user_trait_ops = [o for o in self.ops if isinstance(o, UsersWithTraitOp)]
-        self.account_traits: frozenset[str] = frozenset(
-            s.trait for s in model.signals if s.kind is SignalKind.TRAIT and s.trait
+        # Sorted, not a set: state.traits' order (so its bytes) must not depend on the hash seed.
+        self.account_traits: tuple[str, ...] = tuple(
+            sorted(s.trait for s in model.signals if s.kind is SignalKind.TRAIT and s.trait)
         )
         self.user_traits: frozenset[str] = frozenset(
             s.trait for s in model.signals if s.kind is SignalKind.USERS_WITH_TRAIT and s.trait
