@@ -1,0 +1,640 @@
+"""`make bench`: throughput, latency, memory, state size, recovery and backtest of pql-streams on
+the embedded broker, measured in one run (a benchmark, not a test). See bench/README.md.
+
+    python -m bench.run [--events 1000000] [--accounts 20000] [--reps 3] [--quick]
+
+Starts an embedded broker and worker subprocesses itself and stops them all on exit (Ctrl-C
+included). Prints progress to stderr, a table to stdout, and writes bench/results/<ts>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from bench.procs import ROOT, BenchError, Worker, stop_all
+from bench.workload import events_file
+from streams.broker.embedded import EmbeddedBroker, free_port
+from streams.io.kafka_config import consumer_config, producer_config
+from streams.io.lag import consumer_group_lag
+from streams.io.produce import EventKeyer, first_groups, produce_file, read_lines
+from streams.io.topics import TopicSpec, ensure_topics
+
+MODEL = ROOT / "examples" / "team-chat.yaml"
+RESULTS = ROOT / "bench" / "results"
+PARTITIONS = 4
+SETTLE_S = 3.0  # processed must stay unchanged this long after the input lag reached 0
+SEAL_MARK = b"pql-seal"
+
+T0 = time.monotonic()
+
+
+def say(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def metric_sum(m: dict[str, float], name: str, must: str = "") -> float:
+    return sum(v for k, v in m.items() if (k == name or k.startswith(name + "{")) and must in k)
+
+
+# -- phases -------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, broker: EmbeddedBroker, workdir: Path) -> None:
+        self.args = args
+        self.broker = broker
+        self.bootstrap = broker.bootstrap
+        self.workdir = workdir
+        self.run_id = uuid.uuid4().hex[:6]
+
+    def worker(
+        self, name: str, app_id: str, topics: tuple[str, str, str], data_dir: Path
+    ) -> Worker:
+        port = free_port()
+        args = ["--model", str(MODEL), "--broker", self.bootstrap]
+        args += ["--input-topic", topics[0], "--output-topic", topics[1], "--dlq-topic", topics[2]]
+        args += ["--data-dir", str(data_dir), "--web-port", str(port), "--web-host", "127.0.0.1"]
+        args += ["--app-id", app_id, "--partitions", str(PARTITIONS), "--session-timeout", "6"]
+        args += ["--log-level", "warning"]
+        return Worker(name, args, port, self.workdir / f"{name}.log")
+
+    # 1. sustained throughput ------------------------------------------------------------------
+    def throughput(
+        self, rep: int, input_topic: str, n: int, keep: bool
+    ) -> tuple[dict[str, Any], Worker | None]:
+        app_id = f"bench-{self.run_id}-tp{rep}"
+        topics = (input_topic, f"{app_id}-out", f"{app_id}-dlq")
+        data_dir = self.workdir / f"{app_id}-data"
+        w = self.worker(f"tp{rep}", app_id, topics, data_dir).start()
+        say(f"throughput rep {rep}: worker pid {w.pid} starting (app id {app_id})")
+        ready_s = w.wait_ready()
+        say(f"throughput rep {rep}: ready after {ready_s:.1f} s (cold start, empty state)")
+        t_first: float | None = None
+        last_processed = -1.0
+        t_change = time.monotonic()
+        next_lag = 0.0
+        lag_zero = False
+        next_say = time.monotonic() + 2
+        while True:
+            w.check()
+            m = w.metrics()
+            now = time.monotonic()
+            consumed = metric_sum(m, "pql_events_consumed_total", f'topic="{input_topic}"')
+            processed = metric_sum(m, "pql_events_processed_total")
+            if t_first is None and consumed > 0:
+                t_first = now
+            if processed != last_processed:
+                last_processed, t_change = processed, now
+            if consumed >= n and not lag_zero and now >= next_lag:
+                next_lag = now + 1.0
+                rows = consumer_group_lag(self.bootstrap, app_id, [input_topic])
+                lag_zero = bool(rows) and all(r.lag == 0 for r in rows)
+            if lag_zero and processed > 0 and now - t_change >= SETTLE_S:
+                break
+            if now >= next_say:
+                next_say = now + 2
+                rate = processed / (now - t_first) if t_first and now > t_first else 0
+                say(f"  consumed {consumed:,.0f}/{n:,}  processed {processed:,.0f}  ~{rate:,.0f}/s")
+            if now - t_change > 120 and t_first is not None:
+                raise BenchError(f"worker {w.name}: no progress for 120 s at {processed:,.0f}")
+            time.sleep(0.1)
+        assert t_first is not None
+        # t_first/t_change are poll instants (0.1 s + scrape time): bounds within ~0.2 s.
+        elapsed = max(t_change - t_first, 1e-6)
+        m = w.metrics()
+        out: dict[str, Any] = {
+            "events": n,
+            "seconds": round(elapsed, 2),
+            "events_per_second": round(n / elapsed),
+            "deliveries_processed": int(last_processed),
+            "transitions": int(metric_sum(m, "pql_transitions_total")),
+            "cold_start_ready_s": round(ready_s, 2),
+            "peak_rss_mib": round(w.peak_rss_kib() / 1024, 1),
+            "state_accounts_metric": int(metric_sum(m, "pql_state_accounts")),
+            "state_bytes_metric": int(metric_sum(m, "pql_state_bytes")),
+            "rocksdb_dir_bytes": _du(data_dir),
+        }
+        out.update(self.changelog_state(f"{app_id}-state-accounts-changelog"))
+        say(
+            f"throughput rep {rep}: {n:,} events in {elapsed:.1f} s = "
+            f"{out['events_per_second']:,}/s; peak RSS {out['peak_rss_mib']} MiB; "
+            f"{out['transitions']:,} transitions"
+        )
+        if keep:
+            return out, w
+        w.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+        return out, None
+
+    def changelog_state(self, topic: str) -> dict[str, Any]:
+        """Latest value size per account in the accounts changelog (the encoded state)."""
+        sizes: dict[bytes, int] = {}
+        records = 0
+        for m in _read_topic(self.bootstrap, topic):
+            records += 1
+            key = m.key() or b""
+            if SEAL_MARK in key:
+                continue
+            v = m.value()
+            if v:
+                sizes[key] = len(v)
+            else:
+                sizes.pop(key, None)
+        total = sum(sizes.values())
+        return {
+            "changelog_records": records,
+            "state_accounts": len(sizes),
+            "state_bytes_total": total,
+            "state_bytes_per_account": round(total / len(sizes), 1) if sizes else None,
+            "state_bytes_per_account_max": max(sizes.values()) if sizes else None,
+        }
+
+    # 4b. recovery -----------------------------------------------------------------------------
+    def recovery(self, w: Worker) -> dict[str, Any]:
+        data_dir = Path(w.args[w.args.index("--data-dir") + 1])
+        w.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+        say("recovery: worker stopped, data dir wiped; restarting")
+        again = Worker(w.name + "-recovery", w.args, w.web_port, w.log_path).start()
+        try:
+            ready = again.wait_ready(timeout=900)
+            m = again.metrics()
+        finally:
+            again.stop()
+            shutil.rmtree(data_dir, ignore_errors=True)
+        say(f"recovery: ready after {ready:.1f} s")
+        return {
+            "ready_s": round(ready, 2),
+            "state_accounts_metric_after": int(metric_sum(m, "pql_state_accounts")),
+        }
+
+    # 2. raw baseline --------------------------------------------------------------------------
+    def baseline(self, topic: str, n: int) -> dict[str, Any]:
+        c = Consumer(consumer_config(self.bootstrap, None) | {"fetch.max.bytes": 52428800})
+        c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+        got = 0
+        t_first = None
+        loads = orjson.loads
+        try:
+            while got < n:
+                msgs = c.consume(5000, 1.0)
+                if t_first is None and msgs:
+                    t_first = time.monotonic()
+                for msg in msgs:
+                    if msg.error() is None:
+                        loads(msg.value())
+                        got += 1
+            elapsed = time.monotonic() - (t_first or time.monotonic())
+        finally:
+            c.close()
+        rate = round(n / max(elapsed, 1e-6))
+        say(
+            f"baseline: confluent-kafka consume + orjson.loads {n:,} in {elapsed:.2f} s "
+            f"= {rate:,}/s"
+        )
+        return {"events": n, "seconds": round(elapsed, 3), "events_per_second": rate}
+
+    # 3. end-to-end latency --------------------------------------------------------------------
+    def latency(self, rep: int, path: Path, rate: float, duration: float) -> dict[str, Any]:
+        app_id = f"bench-{self.run_id}-lat{rep}"
+        topics = (f"{app_id}-in", f"{app_id}-out", f"{app_id}-dlq")
+        ensure_topics(self.bootstrap, [TopicSpec(t, PARTITIONS) for t in topics])
+        data_dir = self.workdir / f"{app_id}-data"
+        need = int(rate * duration)
+        lines = []
+        for line in read_lines([path]):
+            lines.append(line)
+            if len(lines) >= need:
+                break
+        keyer = EventKeyer(_first_groups_of(lines))
+        keys = [keyer.key(line)[0] for line in lines]
+        w = self.worker(f"lat{rep}", app_id, topics, data_dir).start()
+        try:
+            w.wait_ready()
+            sent: dict[str, float] = {}
+            seen: dict[str, float] = {}
+            stop = threading.Event()
+            reader = threading.Thread(
+                target=_collect, args=(self.bootstrap, topics[1], seen, stop), daemon=True
+            )
+            reader.start()
+            time.sleep(1.0)  # the reader is assigned (assign(), no group join)
+            say(
+                f"latency rep {rep}: offering {rate:,.0f} ev/s for {duration:.0f} s "
+                f"({len(lines):,} events, event time = now)"
+            )
+            p = Producer(producer_config(self.bootstrap))
+            start = time.monotonic()
+            i = 0
+            next_say = start + 5
+            while i < len(lines):
+                now = time.monotonic()
+                due = min(len(lines), int((now - start) * rate) + 1)
+                while i < due:
+                    ev = orjson.loads(lines[i])
+                    wall = time.time()
+                    ev["timestamp"] = _iso(wall)
+                    mid = ev.get("messageId")
+                    _produce(p, topics[0], orjson.dumps(ev), keys[i])
+                    if mid:
+                        sent[mid] = wall
+                    i += 1
+                p.poll(0)
+                if now >= next_say:
+                    next_say = now + 5
+                    w.check()
+                    say(f"  sent {i:,}  transitions seen {len(seen):,}")
+                time.sleep(0.001)
+            p.flush(30)
+            offered_s = time.monotonic() - start
+            # Drain: until no new transition for 5 s (max 60 s).
+            last, t_last = -1, time.monotonic()
+            while time.monotonic() - t_last < 5 and time.monotonic() - start - offered_s < 60:
+                if len(seen) != last:
+                    last, t_last = len(seen), time.monotonic()
+                time.sleep(0.2)
+            stop.set()
+            reader.join(10)
+            peak = w.peak_rss_kib()
+        finally:
+            w.stop()
+            shutil.rmtree(data_dir, ignore_errors=True)
+        lat = sorted(seen[k] - sent[k] for k in seen if k in sent)
+        out: dict[str, Any] = {
+            "offered_rate": rate,
+            "achieved_rate": round(len(lines) / offered_s),
+            "seconds": round(offered_s, 1),
+            "events": len(lines),
+            "transitions_matched": len(lat),
+            "peak_rss_mib": round(peak / 1024, 1),
+        }
+        if lat:
+            out |= {
+                "p50_s": round(_pct(lat, 50), 4),
+                "p99_s": round(_pct(lat, 99), 4),
+                "max_s": round(lat[-1], 4),
+            }
+        say(
+            f"latency rep {rep}: {len(lat):,} transitions; p50 {out.get('p50_s')} s, "
+            f"p99 {out.get('p99_s')} s, max {out.get('max_s')} s"
+        )
+        return out
+
+
+def _iso(wall: float) -> str:
+    ms = int(wall * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def _pct(xs: list[float], p: float) -> float:
+    k = min(len(xs) - 1, max(0, int(round(p / 100 * (len(xs) - 1)))))
+    return xs[k]
+
+
+def _first_groups_of(lines: list[bytes]) -> dict[str, str]:
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as f:
+        f.write(b"\n".join(lines))
+        f.flush()
+        return first_groups([f.name])
+
+
+def _produce(p: Producer, topic: str, value: bytes, key: str | None) -> None:
+    while True:
+        try:
+            p.produce(topic, value=value, key=key)
+            return
+        except BufferError:
+            p.poll(0.05)
+
+
+def _collect(bootstrap: str, topic: str, seen: dict[str, float], stop: threading.Event) -> None:
+    c = Consumer(consumer_config(bootstrap, None))
+    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    try:
+        while not stop.is_set():
+            for m in c.consume(500, 0.1):
+                if m.error() is not None:
+                    continue
+                now = time.time()
+                mid = orjson.loads(m.value()).get("message_id")
+                if mid and mid not in seen:  # first delivery counts
+                    seen[mid] = now
+    finally:
+        c.close()
+
+
+def _read_topic(bootstrap: str, topic: str) -> Any:
+    """Every record of every partition of `topic` (end = the fetch response's EOF)."""
+    c = Consumer(consumer_config(bootstrap, None) | {"enable.partition.eof": True})
+    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    pending = set(range(PARTITIONS))
+    try:
+        deadline = time.monotonic() + 120
+        while pending and time.monotonic() < deadline:
+            for m in c.consume(5000, 1.0):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(m.partition())
+                    continue
+                yield m
+    finally:
+        c.close()
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+# 5. backtest ------------------------------------------------------------------------------------
+
+
+def backtest(path: Path, reps: int) -> dict[str, Any]:
+    """bench/backtest_bench.py's measurement: run_backtest wall time, lines read / s."""
+    from streams.backtest.runner import run_backtest
+    from streams.model.loader import load_model
+
+    model = load_model(str(MODEL))
+    rates = []
+    n = 0
+    for r in range(reps):
+        t = time.perf_counter()
+        summary = run_backtest(model, [path])
+        elapsed = time.perf_counter() - t
+        n = summary["events_read"]
+        rates.append(n / elapsed)
+        say(f"backtest rep {r + 1}: {n:,} events in {elapsed:.1f} s = {rates[-1]:,.0f}/s")
+    return {
+        "events": n,
+        "events_per_second": [round(x) for x in rates],
+        "median_events_per_second": round(statistics.median(rates)),
+    }
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    path, n, days = events_file(args.events, args.accounts, say)
+    result: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "args": vars(args),
+        "workload": {
+            "file": str(path),
+            "events": n,
+            "accounts": args.accounts,
+            "simulated_days": days,
+            "model": str(MODEL.relative_to(ROOT)),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="pql-bench-"))
+    say(f"logs and worker data in {workdir}")
+    broker = EmbeddedBroker()
+    failed = True
+    try:
+        broker.start()
+        say(f"embedded broker on {broker.bootstrap} (pid {broker.pid})")
+        b = Bench(args, broker, workdir)
+        topic = f"bench-{b.run_id}-events"
+        say(f"preloading {n:,} events into {topic} ({PARTITIONS} partitions)")
+        stats = produce_file(broker.bootstrap, [path], topic, PARTITIONS)
+        say(f"preloaded in {stats.elapsed:.1f} s ({stats.rate:,.0f}/s)")
+        result["preload"] = {
+            "seconds": round(stats.elapsed, 1),
+            "events_per_second": round(stats.rate),
+        }
+
+        tps, bases = [], []
+        keep: Worker | None = None
+        for rep in range(1, args.reps + 1):
+            last = rep == args.reps
+            out, w = b.throughput(rep, topic, n, keep=last and not args.skip_recovery)
+            tps.append(out)
+            if w is not None:
+                keep = w
+            bases.append(b.baseline(topic, n))
+        result["throughput"] = {"reps": tps}
+        result["baseline"] = {"reps": bases}
+        if keep is not None:
+            if args.recovery_accounts != args.accounts:
+                say(
+                    f"recovery: --recovery-accounts {args.recovery_accounts} != --accounts; "
+                    "measuring on a dedicated workload"
+                )
+                keep.stop()
+                result["recovery"] = recovery_dedicated(b, args.recovery_accounts)
+            else:
+                result["recovery"] = b.recovery(keep) | {"accounts": tps[-1]["state_accounts"]}
+        lats = [
+            b.latency(r, path, args.latency_rate, args.latency_seconds)
+            for r in range(1, args.latency_reps + 1)
+        ]
+        result["latency"] = {"reps": lats}
+        result["load_average_after_streaming"] = [round(x, 2) for x in os.getloadavg()]
+        failed = False
+    finally:
+        # A second Ctrl-C must not abort the clean-up half-way.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            stop_all()
+            broker.stop()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if failed:
+            say(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if not args.skip_backtest:
+        result["backtest"] = backtest(path, args.reps)
+    result["summary"] = summarize(result)
+    return result
+
+
+def recovery_dedicated(b: Bench, accounts: int) -> dict[str, Any]:
+    """Recovery of `accounts` accounts: ~1 day of their events, processed, then a wiped restart."""
+    path, n, _ = events_file(accounts * 20, accounts, say)
+    topic = f"bench-{b.run_id}-recovery-events"
+    produce_file(b.bootstrap, [path], topic, PARTITIONS)
+    _, w = b.throughput(0, topic, n, keep=True)
+    assert w is not None
+    return b.recovery(w) | {"accounts": accounts, "events": n}
+
+
+def summarize(r: dict[str, Any]) -> dict[str, Any]:
+    tp = median([x["events_per_second"] for x in r["throughput"]["reps"]])
+    base = median([x["events_per_second"] for x in r["baseline"]["reps"]])
+    lat = r["latency"]["reps"]
+    s: dict[str, Any] = {
+        "worker_events_per_second": tp,
+        "baseline_events_per_second": base,
+        "worker_over_baseline": round(tp / base, 3) if tp and base else None,
+        "peak_rss_mib": max(x["peak_rss_mib"] for x in r["throughput"]["reps"] + lat),
+        "state_bytes_per_account": r["throughput"]["reps"][-1]["state_bytes_per_account"],
+        "state_accounts": r["throughput"]["reps"][-1]["state_accounts"],
+        "e2e_p50_s": median([x["p50_s"] for x in lat if "p50_s" in x]),
+        "e2e_p99_s": median([x["p99_s"] for x in lat if "p99_s" in x]),
+        "e2e_max_s": max([x["max_s"] for x in lat if "max_s" in x], default=None),
+    }
+    if "recovery" in r:
+        s["recovery_s"] = r["recovery"]["ready_s"]
+        s["recovery_accounts"] = r["recovery"]["accounts"]
+        s["cold_start_s"] = median([x["cold_start_ready_s"] for x in r["throughput"]["reps"]])
+    if "backtest" in r:
+        s["backtest_events_per_second"] = r["backtest"]["median_events_per_second"]
+    return s
+
+
+def table(r: dict[str, Any]) -> str:
+    s = r["summary"]
+    a = r["args"]
+    reps = a["reps"]
+    tp = [x["events_per_second"] for x in r["throughput"]["reps"]]
+    base = [x["events_per_second"] for x in r["baseline"]["reps"]]
+    w = r["workload"]
+    matched = sum(x["transitions_matched"] for x in r["latency"]["reps"])
+
+    def f(x: Any, unit: str = "") -> str:
+        if x is None:
+            return "n/a"
+        if isinstance(x, float) and x < 100:
+            return f"{x:.3g}{unit}"
+        return f"{x:,.0f}{unit}"
+
+    head = (
+        f"workload: {w['events']:,} events, {w['accounts']:,} accounts, "
+        f"{w['simulated_days']:g} simulated days, {w['model']}; embedded broker, "
+        f"{PARTITIONS} partitions; load average at start "
+        f"{r['machine']['load_average_at_start']}"
+    )
+    rows = [
+        (
+            "worker throughput (1 worker)",
+            f(s["worker_events_per_second"], " ev/s"),
+            f"median of {reps}: {', '.join(f'{x:,}' for x in tp)}",
+        ),
+        (
+            "raw baseline (consume+orjson)",
+            f(s["baseline_events_per_second"], " ev/s"),
+            f"median of {reps}: {', '.join(f'{x:,}' for x in base)}",
+        ),
+        ("worker / baseline", f(s["worker_over_baseline"]), "stretch target >= 0.6"),
+        (
+            f"e2e latency p50 @ {a['latency_rate']:,.0f} ev/s",
+            f(s["e2e_p50_s"], " s"),
+            f"{a['latency_seconds']:g} s offered, {matched:,} transitions matched",
+        ),
+        ("e2e latency p99", f(s["e2e_p99_s"], " s"), "target < 1 s"),
+        ("e2e latency max", f(s["e2e_max_s"], " s"), ""),
+        ("peak RSS (worker + children)", f(s["peak_rss_mib"], " MiB"), "VmHWM"),
+        (
+            "state per account",
+            f(s["state_bytes_per_account"], " B"),
+            f"{s['state_accounts']:,} accounts, from the changelog; target < 1024 B",
+        ),
+    ]
+    if "recovery_s" in s:
+        rows.append(
+            (
+                "recovery (wiped data dir)",
+                f(s["recovery_s"], " s"),
+                f"{s['recovery_accounts']:,} accounts; cold start with no state "
+                f"{f(s['cold_start_s'], ' s')}",
+            )
+        )
+    if "backtest_events_per_second" in s:
+        rows.append(
+            (
+                "pql backtest",
+                f(s["backtest_events_per_second"], " ev/s"),
+                f"median of {reps}; target >= 300k",
+            )
+        )
+    w1 = max(len(x[0]) for x in rows)
+    w2 = max(len(x[1]) for x in rows)
+    lines = [head, "", f"{'measure':<{w1}}  {'result':>{w2}}  notes", "-" * (w1 + w2 + 40)]
+    lines += [f"{x[0]:<{w1}}  {x[1]:>{w2}}  {x[2]}" for x in rows]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--events", type=int, default=None, help="events preloaded [1000000; quick 200000]"
+    )
+    ap.add_argument("--accounts", type=int, default=20_000)
+    ap.add_argument("--reps", type=int, default=None, help="repetitions [3; quick 1]")
+    ap.add_argument("--quick", action="store_true", help="200k events, 1 rep, 20 s latency phase")
+    ap.add_argument("--latency-rate", type=float, default=5000.0, help="offered ev/s [5000]")
+    ap.add_argument("--latency-seconds", type=float, default=None, help="[60; quick 20]")
+    ap.add_argument("--latency-reps", type=int, default=None, help="[1; the phase is long]")
+    ap.add_argument(
+        "--recovery-accounts",
+        type=int,
+        default=20_000,
+        help="accounts whose state is recovered [20000]; when it equals --accounts "
+        "the throughput run's state is used",
+    )
+    ap.add_argument("--skip-recovery", action="store_true")
+    ap.add_argument("--skip-backtest", action="store_true")
+    a = ap.parse_args(argv)
+    a.events = a.events or (200_000 if a.quick else 1_000_000)
+    a.reps = a.reps or (1 if a.quick else 3)
+    a.latency_seconds = a.latency_seconds or (20.0 if a.quick else 60.0)
+    a.latency_reps = a.latency_reps or 1
+    return a
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    try:
+        result = run(args)
+    except KeyboardInterrupt:
+        say("interrupted: everything it started is stopped")
+        return 130
+    except BenchError as e:
+        say(f"failed: {e}")
+        return 1
+    result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"\nJSON: {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
