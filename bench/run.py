@@ -40,6 +40,7 @@ MODEL = ROOT / "examples" / "team-chat.yaml"
 RESULTS = ROOT / "bench" / "results"
 PARTITIONS = 4
 SETTLE_S = 3.0  # processed must stay unchanged this long after the input lag reached 0
+STALL_S = 30.0  # ...and if it never reaches the backtest's count, this long
 SEAL_MARK = b"pql-seal"
 
 T0 = time.monotonic()
@@ -81,8 +82,9 @@ class Bench:
 
     # 1. sustained throughput ------------------------------------------------------------------
     def throughput(
-        self, rep: int, input_topic: str, n: int, keep: bool
+        self, rep: int, input_topic: str, n: int, expected: int, keep: bool
     ) -> tuple[dict[str, Any], Worker | None]:
+        """`expected`: deliveries `pql backtest` applies for the same events (parity)."""
         app_id = f"bench-{self.run_id}-tp{rep}"
         topics = (input_topic, f"{app_id}-out", f"{app_id}-dlq")
         data_dir = self.workdir / f"{app_id}-data"
@@ -91,6 +93,7 @@ class Bench:
         ready_s = w.wait_ready()
         say(f"throughput rep {rep}: ready after {ready_s:.1f} s (cold start, empty state)")
         t_first: float | None = None
+        t_ingested: float | None = None
         last_processed = -1.0
         t_change = time.monotonic()
         next_lag = 0.0
@@ -104,19 +107,28 @@ class Bench:
             processed = metric_sum(m, "pql_events_processed_total")
             if t_first is None and consumed > 0:
                 t_first = now
+            if t_ingested is None and consumed >= n:
+                t_ingested = now
             if processed != last_processed:
                 last_processed, t_change = processed, now
             if consumed >= n and not lag_zero and now >= next_lag:
                 next_lag = now + 1.0
                 rows = consumer_group_lag(self.bootstrap, app_id, [input_topic])
                 lag_zero = bool(rows) and all(r.lag == 0 for r in rows)
-            if lag_zero and processed > 0 and now - t_change >= SETTLE_S:
+            stable_s = now - t_change
+            if lag_zero and processed >= expected and stable_s >= SETTLE_S:
+                break
+            if lag_zero and stable_s >= STALL_S:
+                say(
+                    f"  WARNING: processed stopped at {processed:,.0f} < {expected:,} deliveries "
+                    f"the backtest applied; taking the plateau as the end"
+                )
                 break
             if now >= next_say:
                 next_say = now + 2
                 rate = processed / (now - t_first) if t_first and now > t_first else 0
                 say(f"  consumed {consumed:,.0f}/{n:,}  processed {processed:,.0f}  ~{rate:,.0f}/s")
-            if now - t_change > 120 and t_first is not None:
+            if stable_s > 120 and t_first is not None:
                 raise BenchError(f"worker {w.name}: no progress for 120 s at {processed:,.0f}")
             time.sleep(0.1)
         assert t_first is not None
@@ -127,7 +139,9 @@ class Bench:
             "events": n,
             "seconds": round(elapsed, 2),
             "events_per_second": round(n / elapsed),
+            "ingest_seconds": round((t_ingested or t_change) - t_first, 2),
             "deliveries_processed": int(last_processed),
+            "deliveries_expected": expected,
             "transitions": int(metric_sum(m, "pql_transitions_total")),
             "cold_start_ready_s": round(ready_s, 2),
             "peak_rss_mib": round(w.peak_rss_kib() / 1024, 1),
@@ -377,16 +391,18 @@ def backtest(path: Path, reps: int) -> dict[str, Any]:
 
     model = load_model(str(MODEL))
     rates = []
-    n = 0
+    n = applied = 0
     for r in range(reps):
         t = time.perf_counter()
         summary = run_backtest(model, [path])
         elapsed = time.perf_counter() - t
         n = summary["events_read"]
+        applied = summary["events_applied"]
         rates.append(n / elapsed)
         say(f"backtest rep {r + 1}: {n:,} events in {elapsed:.1f} s = {rates[-1]:,.0f}/s")
     return {
         "events": n,
+        "events_applied": applied,
         "events_per_second": [round(x) for x in rates],
         "median_events_per_second": round(statistics.median(rates)),
     }
@@ -414,6 +430,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         },
     }
+    # First, while nothing else of ours runs; its count of applied deliveries is what the
+    # worker's pql_events_processed_total must reach (the end of the throughput run).
+    result["backtest"] = backtest(path, 1 if args.skip_backtest else args.reps)
+    expected = result["backtest"]["events_applied"]
+    if args.skip_backtest:
+        del result["backtest"]
     workdir = Path(tempfile.mkdtemp(prefix="pql-bench-"))
     say(f"logs and worker data in {workdir}")
     broker = EmbeddedBroker()
@@ -435,7 +457,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         keep: Worker | None = None
         for rep in range(1, args.reps + 1):
             last = rep == args.reps
-            out, w = b.throughput(rep, topic, n, keep=last and not args.skip_recovery)
+            out, w = b.throughput(rep, topic, n, expected, keep=last and not args.skip_recovery)
             tps.append(out)
             if w is not None:
                 keep = w
@@ -471,8 +493,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             say(f"logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    if not args.skip_backtest:
-        result["backtest"] = backtest(path, args.reps)
     result["summary"] = summarize(result)
     return result
 
@@ -482,7 +502,8 @@ def recovery_dedicated(b: Bench, accounts: int) -> dict[str, Any]:
     path, n, _ = events_file(accounts * 20, accounts, say)
     topic = f"bench-{b.run_id}-recovery-events"
     produce_file(b.bootstrap, [path], topic, PARTITIONS)
-    _, w = b.throughput(0, topic, n, keep=True)
+    expected = backtest(path, 1)["events_applied"]
+    _, w = b.throughput(0, topic, n, expected, keep=True)
     assert w is not None
     return b.recovery(w) | {"accounts": accounts, "events": n}
 
@@ -617,6 +638,8 @@ def _terminate(signum: int, _frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Also when started with SIGINT ignored (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     try:
