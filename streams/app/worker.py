@@ -233,7 +233,11 @@ class Pipeline:
             rows = await loop.run_in_executor(
                 None,
                 partial(
-                    consumer_group_lag, self.settings.broker, self.settings.resolved_app_id, topics
+                    consumer_group_lag,
+                    self.settings.broker,
+                    self.settings.resolved_app_id,
+                    topics,
+                    security=self.settings.security or None,
                 ),
             )
         except Exception as exc:  # noqa: BLE001 - observability must never stop the worker

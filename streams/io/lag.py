@@ -27,6 +27,9 @@ from typing import Any
 
 import click
 
+from streams.broker.detect import TANSU_CLUSTER_ID, is_embedded_broker
+from streams.io.kafka_config import kafka_options
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -44,7 +47,7 @@ __all__ = [
 ]
 
 #: Cluster id the embedded broker reports (see the embedded-broker notes).
-EMBEDDED_CLUSTER_ID = "tansu_cluster"
+EMBEDDED_CLUSTER_ID = TANSU_CLUSTER_ID
 
 #: (topic, partition)
 TopicPartitionKey = tuple[str, int]
@@ -116,30 +119,20 @@ def total_lag(rows: Iterable[LagRow]) -> int:
 # -- broker access ---------------------------------------------------------------------------
 
 
-def _admin(bootstrap: str, timeout: float) -> Any:
+def _admin(bootstrap: str, timeout: float, security: Mapping[str, Any] | None = None) -> Any:
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000)})
+    conf = {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000)}
+    return AdminClient(conf | dict(security or {}))
 
 
-def is_embedded(bootstrap: str, timeout: float = 10.0) -> bool:
+def is_embedded(
+    bootstrap: str, timeout: float = 10.0, *, security: Mapping[str, Any] | None = None
+) -> bool:
     """Whether ``bootstrap`` is the embedded broker (Tansu).
 
-    Uses the colleague's ``streams.broker.detect.is_embedded_broker`` when it exists; until then
-    (and if it fails) a tiny inline check of the cluster id from a metadata request."""
-    try:
-        from streams.broker.detect import (  # type: ignore[import-not-found, unused-ignore]
-            is_embedded_broker,
-        )
-    except ImportError:
-        pass
-    else:
-        try:
-            return bool(is_embedded_broker(bootstrap, timeout))
-        except Exception as exc:  # noqa: BLE001 - fall back to our own check
-            log.debug("is_embedded_broker failed (%s); checking the cluster id inline", exc)
-    metadata = _admin(bootstrap, timeout).list_topics(timeout=timeout)
-    return bool(metadata.cluster_id == EMBEDDED_CLUSTER_ID)
+    Same check as the worker's (`streams.broker.detect`): the cluster id."""
+    return is_embedded_broker(bootstrap, timeout, dict(security) if security else None)
 
 
 def committed_offsets(
@@ -147,6 +140,8 @@ def committed_offsets(
     group: str,
     partitions: Sequence[TopicPartitionKey] | None = None,
     timeout: float = 10.0,
+    *,
+    security: Mapping[str, Any] | None = None,
 ) -> dict[TopicPartitionKey, int | None]:
     """Committed offsets of ``group`` via ``AdminClient.list_consumer_group_offsets`` (what an
     external exporter reads). Without ``partitions``: every partition the group committed on."""
@@ -156,7 +151,7 @@ def committed_offsets(
     request = ConsumerGroupTopicPartitions(group, tps)
     # Keep the client referenced until the future resolves: a collected AdminClient never
     # completes its futures.
-    admin = _admin(bootstrap, timeout)
+    admin = _admin(bootstrap, timeout, security)
     futures = admin.list_consumer_group_offsets([request], request_timeout=timeout)
     try:
         result = futures[group].result(timeout=timeout + 5)
@@ -171,7 +166,10 @@ def committed_offsets(
 
 
 def _topic_partitions(
-    bootstrap: str, topics: Iterable[str], timeout: float
+    bootstrap: str,
+    topics: Iterable[str],
+    timeout: float,
+    security: Mapping[str, Any] | None = None,
 ) -> list[TopicPartitionKey]:
     """All partitions of ``topics``, from one metadata request for *all* topics: on the
     embedded broker a metadata request naming a missing topic creates it (with 4 partitions),
@@ -179,7 +177,7 @@ def _topic_partitions(
     wanted = sorted(set(topics))
     if not wanted:
         return []
-    metadata = _admin(bootstrap, timeout).list_topics(timeout=timeout)
+    metadata = _admin(bootstrap, timeout, security).list_topics(timeout=timeout)
     out: list[TopicPartitionKey] = []
     for topic in wanted:
         md = metadata.topics.get(topic)
@@ -194,6 +192,8 @@ def log_end_offsets(
     start_at: Mapping[TopicPartitionKey, int | None],
     probe: bool,
     timeout: float = 10.0,
+    *,
+    security: Mapping[str, Any] | None = None,
 ) -> tuple[dict[TopicPartitionKey, int], dict[TopicPartitionKey, int]]:
     """(log start, log end) offsets of the partitions in ``start_at``.
 
@@ -215,6 +215,7 @@ def log_end_offsets(
             # Small prefetch: the probe needs one fetch response per partition, not the backlog.
             "queued.max.messages.kbytes": 1024,
         }
+        | dict(security or {})
     )
     starts: dict[TopicPartitionKey, int] = {}
     ends: dict[TopicPartitionKey, int] = {}
@@ -265,6 +266,7 @@ def consumer_group_lag(
     *,
     probe: bool | None = None,
     timeout: float = 10.0,
+    security: Mapping[str, Any] | None = None,
 ) -> list[LagRow]:
     """Per-partition lag of ``group``, sorted by topic and partition.
 
@@ -272,17 +274,17 @@ def consumer_group_lag(
     topics the group has committed offsets on. ``probe``: use the fetch-response workaround for
     log-end offsets; default: only on the embedded broker."""
     if topics:
-        partitions = _topic_partitions(bootstrap, topics, timeout)
-        committed = committed_offsets(bootstrap, group, partitions, timeout)
+        partitions = _topic_partitions(bootstrap, topics, timeout, security)
+        committed = committed_offsets(bootstrap, group, partitions, timeout, security=security)
     else:
-        committed = committed_offsets(bootstrap, group, None, timeout)
+        committed = committed_offsets(bootstrap, group, None, timeout, security=security)
         # Also the partitions the group has not committed on yet, so lag is never understated.
-        partitions = _topic_partitions(bootstrap, {t for t, _ in committed}, timeout)
+        partitions = _topic_partitions(bootstrap, {t for t, _ in committed}, timeout, security)
     if not partitions:
         return []
-    use_probe = is_embedded(bootstrap, timeout) if probe is None else probe
+    use_probe = is_embedded(bootstrap, timeout, security=security) if probe is None else probe
     start_at = {key: committed.get(key) for key in partitions}
-    starts, ends = log_end_offsets(bootstrap, start_at, use_probe, timeout)
+    starts, ends = log_end_offsets(bootstrap, start_at, use_probe, timeout, security=security)
     return compute_lag(committed, ends, starts)
 
 
@@ -325,7 +327,7 @@ def to_json(group: str, rows: Sequence[LagRow]) -> str:
 
 
 @click.command()
-@click.option("--broker", "bootstrap", required=True, help="Bootstrap servers, HOST:PORT.")
+@kafka_options
 @click.option("--group", required=True, help="Consumer group id (the worker's app id).")
 @click.option(
     "--topic",
@@ -348,7 +350,8 @@ def to_json(group: str, rows: Sequence[LagRow]) -> str:
     help="Seconds per broker request.",
 )
 def lag(
-    bootstrap: str,
+    broker: str,
+    security: dict[str, str] | None,
     group: str,
     topics: tuple[str, ...],
     as_json: bool,
@@ -358,7 +361,7 @@ def lag(
     """Per-partition lag of a consumer group: committed offset, log-end offset, lag, totals."""
     try:
         rows = consumer_group_lag(
-            bootstrap, group, list(topics) or None, probe=probe, timeout=timeout
+            broker, group, list(topics) or None, probe=probe, timeout=timeout, security=security
         )
     except LagError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -101,7 +101,14 @@ def test_cli_table_and_arguments(fake_lag: list[dict[str, Any]]) -> None:
     assert res.exit_code == 0, res.output
     assert res.output.splitlines()[-1].split() == ["TOTAL", "2", "50", "43"]
     assert fake_lag == [
-        {"bootstrap": "h:1", "group": "g", "topics": ["events"], "probe": True, "timeout": 10.0}
+        {
+            "bootstrap": "h:1",
+            "group": "g",
+            "topics": ["events"],
+            "probe": True,
+            "timeout": 10.0,
+            "security": None,
+        }
     ]
 
 
@@ -120,3 +127,18 @@ def test_cli_reports_broker_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     res = CliRunner().invoke(main, ["lag", "--broker", "h:1", "--group", "g"])
     assert res.exit_code == 1
     assert "topic 'nope': not found" in res.output
+
+
+def test_cli_passes_security_settings(fake_lag: list[dict[str, Any]]) -> None:
+    """`pql lag` against a SASL cluster: the same PQL_* / flags as the worker."""
+    res = CliRunner().invoke(
+        main,
+        ["lag", "--broker", "h:1", "--group", "g", "--security-protocol", "SASL_SSL"],
+        env={"PQL_SASL_MECHANISM": "SCRAM-SHA-512", "PQL_SASL_USERNAME": "pql"},
+    )
+    assert res.exit_code == 0, res.output
+    assert fake_lag[0]["security"] == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "pql",
+    }
