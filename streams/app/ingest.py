@@ -13,7 +13,9 @@ traits the model reads) is kept per input partition and made durable in the comp
 `<app id>-ingest-users` (same partition as the input record, value = input offset + record).
 After an assignment it is restored only from records written for offsets *before* the
 committed one, so re-read input is routed exactly as it was the first time, and the account
-stage's per-path de-duplication stays sound.
+stage's per-path de-duplication stays sound. (One rare edge remains on a compacting Kafka: a
+user's record rewritten by not-yet-committed input, after compaction removed the previous
+version, restores as unknown; that user's next events then take the user stage.)
 """
 
 from __future__ import annotations
