@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
+ARGS ?=
 
 .PHONY: venv tools test test-unit test-integration demo bench lint clean
 
@@ -35,7 +36,7 @@ demo: venv
 	$(BIN)/python -m streams.io.demo
 
 bench: venv
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check streams tests

@@ -91,6 +91,8 @@ class AccountStage:
         self.cache: dict[str, AccountState] = {}
         self.work: dict[int, PartitionWork] = {}
         self._timers_loaded = False
+        # Encoded state size per account of the assigned partitions (the state gauges).
+        self.state_sizes: dict[str, int] = {}
         self.state_bytes = 0
         # Membership counts for the gauges: rebuilt from the table after each assignment, then
         # kept current from the transitions.
@@ -210,12 +212,12 @@ class AccountStage:
             return
         await self.flush_producer()  # transitions sent so far are delivered
         if work.dirty:
-            size = 0
+            sizes = self.state_sizes
             for account in work.dirty:
                 data = self.codec.encode(self.cache[account])
-                size += len(data)
+                self.state_bytes += len(data) - sizes.get(account, 0)
+                sizes[account] = len(data)
                 self.table[account] = data
-            self.state_bytes = size
             work.dirty.clear()
             await self.flush_producer()  # the changelog records are delivered
             if self.seal_changelog is not None:
@@ -238,6 +240,10 @@ class AccountStage:
             self.last_seen = {
                 a: t for a, t in self.last_seen.items() if self.partition_of(a) not in partitions
             }
+            self.state_sizes = {
+                a: n for a, n in self.state_sizes.items() if self.partition_of(a) not in partitions
+            }
+            self.state_bytes = sum(self.state_sizes.values())
         self._timers_loaded = False
 
     def partition_of(self, account: str) -> int:
@@ -250,10 +256,12 @@ class AccountStage:
         n = 0
         self.pql_accounts = 0
         self.segment_accounts = Counter()
+        self.state_sizes = {}
         for key, data in self.table.items():
             state = self.codec.decode(data)
             if state is None:
                 continue
+            self.state_sizes[key if isinstance(key, str) else key.decode()] = len(data)
             self.pql_accounts += state.pql
             self.segment_accounts.update(state.segments)
             account = key.decode() if isinstance(key, bytes) else str(key)
@@ -263,6 +271,7 @@ class AccountStage:
                 work = self.work[part] = PartitionWork()
             work.timers.schedule(account, state.next_expiry)
             n += 1
+        self.state_bytes = sum(self.state_sizes.values())
         log.info("indexed window expiries of %d restored accounts", n)
 
 

@@ -216,7 +216,7 @@ class Pipeline:
                 await self.by_account.send(value=TICK, partition=tp.partition, force=True)
         m = self.metrics
         m.refresh_lag_seconds()
-        m.state_accounts.set(len(self.stage.cache))
+        m.state_accounts.set(len(self.stage.state_sizes))
         m.state_bytes.set(self.stage.state_bytes)
         m.pql_accounts.set(self.stage.pql_accounts)
         for segment in self.settings.model.segments:
