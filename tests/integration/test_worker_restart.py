@@ -35,7 +35,10 @@ from tests.integration.worker_harness import (
 )
 
 MODEL = EXAMPLES / "team-chat.yaml"
-RATE = 400.0  # events/s: slow enough that each stop lands mid-stream, fast enough to finish soon
+# events/s: slow enough that each stop lands while input is still flowing (~6 s and ~12 s of
+# stream), fast enough to finish soon.
+FIRST_RATE = 100.0
+SECOND_RATE = 200.0
 
 
 def _distinct(reader: TopicReader) -> int:
@@ -68,24 +71,26 @@ def test_worker_restart(broker: object, workers: Workers, tmp_path: Path) -> Non
     w = workers.start(MODEL, names)
 
     # 1. First half, paced; SIGTERM as soon as the worker is visibly busy with it.
-    feeding = produce_in_background(bootstrap, names.input_topic, first, rate=RATE)
+    feeding = produce_in_background(bootstrap, names.input_topic, first, rate=FIRST_RATE)
     at_term = _wait_more(reader, 0, timeout=60)
+    mid_stream = feeding.is_alive()
     started = time.monotonic()
     assert w.stop(signal.SIGTERM) == 0, f"unclean exit on SIGTERM:\n{w.log_tail()}"
     stop_s = time.monotonic() - started
-    assert at_term < len(first_only & want_ids), "SIGTERM came too late to be mid-stream"
+    assert mid_stream, "SIGTERM came too late to be mid-stream (the first part was all sent)"
 
     # 2. Restart on the same data dir; second half; SIGKILL once it is visibly busy with it.
     w.start().wait_ready()
     feeding.join(120)
-    feeding = produce_in_background(bootstrap, names.input_topic, second, rate=RATE)
+    feeding = produce_in_background(bootstrap, names.input_topic, second, rate=SECOND_RATE)
     late = want_ids - first_only  # transitions only the second half can cause
     assert reader.wait_for(
         lambda _r: bool(late & {t["transition_id"] for t in reader.transitions()}), timeout=60
     ), "no transition of the second half after the restart"
     at_kill = _distinct(reader)
+    mid_stream = feeding.is_alive()
     w.kill()
-    assert at_kill < len(want_ids), "SIGKILL came too late to be mid-stream"
+    assert mid_stream, "SIGKILL came too late to be mid-stream (the second part was all sent)"
 
     # 3. Restart after the crash and let it finish.
     w.start().wait_ready(timeout=90)
