@@ -94,10 +94,6 @@ class Ingest:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def _run(self) -> None:
         try:
             self._consumer.subscribe(

@@ -12,7 +12,6 @@ count as activity.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 from streams.events.types import Event, EventType
 from streams.model.spec import Model, Signal, SignalKind, Value
@@ -367,9 +366,6 @@ class SignalPlan:
     def values(self, state: AccountState) -> dict[str, Value]:
         sigs = state.signals
         return {op.spec.name: op.value(sigs[op.index], state) for op in self.ops}
-
-    def referenced_user_traits(self) -> Iterable[str]:
-        return self.user_traits
 
 
 _MISSING = object()

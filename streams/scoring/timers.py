@@ -47,15 +47,5 @@ class ExpiryIndex:
                 out.append(account)
         return out
 
-    def peek(self) -> int | None:
-        heap = self._heap
-        while heap and self._due_at.get(heap[0][1]) != heap[0][0]:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
-
     def __len__(self) -> int:
         return len(self._due_at)
-
-    def clear(self) -> None:
-        self._heap.clear()
-        self._due_at.clear()

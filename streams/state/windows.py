@@ -13,8 +13,6 @@ account's own events — never on when the worker happened to notice them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 
 def bucket_of(ts: int, bucket_ms: int) -> int:
     return ts // bucket_ms
@@ -22,12 +20,6 @@ def bucket_of(ts: int, bucket_ms: int) -> int:
 
 def expiry_of(bucket: int, bucket_ms: int, window_ms: int) -> int:
     return (bucket + 1) * bucket_ms + window_ms
-
-
-def earliest_expiry(buckets: Iterable[int], bucket_ms: int, window_ms: int) -> int | None:
-    """Expiry instant of the oldest bucket, or None when there is none."""
-    oldest = min(buckets, default=None)
-    return None if oldest is None else expiry_of(oldest, bucket_ms, window_ms)
 
 
 def expired_keys(

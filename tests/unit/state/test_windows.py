@@ -4,7 +4,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.state.windows import bucket_of, earliest_expiry, expired_keys, expiry_of
+from streams.state.windows import bucket_of, expired_keys, expiry_of
 
 DAY = 86_400_000
 HOUR = 3_600_000
@@ -30,11 +30,6 @@ def test_expired_keys_edges() -> None:
 def test_user_keyed_maps_use_values_as_bucket() -> None:
     users = {"u1": 10, "u2": 12}
     assert expired_keys(users, DAY, 7 * DAY, expiry_of(10, DAY, 7 * DAY)) == ["u1"]
-
-
-def test_earliest_expiry() -> None:
-    assert earliest_expiry([], DAY, DAY) is None
-    assert earliest_expiry([5, 3, 9], HOUR, DAY) == 4 * HOUR + DAY
 
 
 @given(
