@@ -560,16 +560,19 @@ def collect(
     expected: list[dict[str, Any]],
     timeout: float,
     settle: float,
+    give_up_idle: float | None = None,
 ) -> list[dict[str, Any]]:
     """Read until every expected transition id arrived, then `settle` seconds of quiet to catch
-    extras; if they do not all arrive, stop after `settle` seconds without any record (call it
-    once the worker has read all its input: by then a missing transition is not coming)."""
+    extras; if they do not all arrive, stop after `give_up_idle` (default `settle`) seconds
+    without any record (call it once the worker has read all its input: by then a missing
+    transition is not coming). A worker recovering after a crash can be quiet for longer."""
     want = {t["transition_id"] for t in expected}
 
     def done(records: list[Record]) -> bool:
         return want <= {r.json()["transition_id"] for r in records}
 
-    reader.wait_for(done, timeout, settle, give_up_idle=settle)
+    idle = settle if give_up_idle is None else give_up_idle
+    reader.wait_for(done, timeout, settle, give_up_idle=idle)
     return reader.transitions()
 
 
