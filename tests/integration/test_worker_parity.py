@@ -36,7 +36,7 @@ from tests.integration.worker_harness import (
     diff_report,
     name_accounts,
     payload_diffs,
-    produce,
+    ready_then_produce,
     schema_validator,
     transition_key,
     wait_consumed,
@@ -76,10 +76,7 @@ def parity_runs(
             names.create_topics(broker.bootstrap)
             w = ws.new(MODEL, names, name=variant).start()
             runs[variant] = ParityRun(path, names, w, ws.reader(names.output_topic))
-        for run in runs.values():
-            run.worker.wait_ready()
-        for run in runs.values():
-            run.lines = produce(broker.bootstrap, run.names.input_topic, run.events).read
+        ready_then_produce(broker.bootstrap, runs.values())
         yield runs
     finally:
         ws.stop_all()

@@ -28,7 +28,7 @@ from tests.integration.worker_harness import (
     backtest,
     collect,
     diff_report,
-    produce,
+    ready_then_produce,
     schema_validator,
     transition_key,
     wait_consumed,
@@ -62,10 +62,7 @@ def seed_runs(
             reader = ws.reader(names.output_topic)
             events = SEEDS / f"{name}.jsonl"
             runs[name] = SeedRun(EXAMPLES / f"{name}.yaml", events, names, w, reader, 0)
-        for run in runs.values():
-            run.worker.wait_ready()
-        for run in runs.values():
-            run.lines = produce(broker.bootstrap, run.names.input_topic, run.events).read
+        ready_then_produce(broker.bootstrap, runs.values())
         yield runs
     finally:
         ws.stop_all()

@@ -322,6 +322,16 @@ def produce(bootstrap: str, topic: str, *paths: Path, rate: float | None = None)
     return produce_file(bootstrap, list(paths), topic=topic, partitions=PARTITIONS, rate=rate)
 
 
+def ready_then_produce(bootstrap: str, runs: Iterable[Any]) -> None:
+    """Wait until every run's worker is ready, then produce each run's events (`run.events`
+    to `run.names.input_topic`), recording how many lines went in as `run.lines`."""
+    runs = list(runs)
+    for run in runs:
+        run.worker.wait_ready()
+    for run in runs:
+        run.lines = produce(bootstrap, run.names.input_topic, run.events).read
+
+
 def produce_in_background(
     bootstrap: str, topic: str, *paths: Path, rate: float
 ) -> threading.Thread:
