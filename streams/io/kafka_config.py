@@ -54,7 +54,7 @@ def producer_config(
     """Producer settings; ALWAYS murmur2 partitioning (see PARTITIONER).
 
     Idempotence stays off: outputs are made idempotent by id, and the embedded broker's
-    transaction support is not trustworthy.
+    transaction support is not trustworthy; ordering comes from one request in flight.
     """
     conf = confluent_common(bootstrap, security)
     conf.update(
@@ -64,6 +64,10 @@ def producer_config(
             "batch.size": batch_size,
             "acks": acks,
             "enable.idempotence": False,
+            # Without idempotence, a retried batch could land after the next one: one request
+            # in flight per broker keeps each partition's records in produce order (changelog
+            # versions, an account's transitions, the ingest's forwarded batches).
+            "max.in.flight.requests.per.connection": 1,
             "compression.type": "none",
         }
     )
@@ -78,9 +82,11 @@ def consumer_config(
     session_timeout_ms: int = DEFAULT_SESSION_TIMEOUT_MS,
     auto_offset_reset: str = "earliest",
     enable_auto_commit: bool = False,
+    fetch_wait_ms: int | None = None,
 ) -> dict[str, Any]:
     """Consumer settings. `group=None` is for assign()-only readers (e.g. `pql tail`) that
-    neither join a group nor commit offsets."""
+    neither join a group nor commit offsets. `fetch_wait_ms`: the fetch long-poll wait
+    (librdkafka's default when None; see `streams.app.settings.EMBEDDED_FETCH_WAIT_MS`)."""
     conf = confluent_common(bootstrap, security)
     conf.update(
         {
@@ -93,6 +99,8 @@ def consumer_config(
             "enable.partition.eof": False,
         }
     )
+    if fetch_wait_ms is not None:
+        conf["fetch.wait.max.ms"] = fetch_wait_ms
     return conf
 
 

@@ -27,6 +27,9 @@ def test_producer_always_murmur2_and_batches() -> None:
     assert conf["batch.size"] > 16384
     assert conf["bootstrap.servers"] == "k:9092"
     assert {k: conf[k] for k in SASL} == SASL
+    # no idempotence, so ordering under retries needs a single request in flight
+    assert conf["enable.idempotence"] is False
+    assert conf["max.in.flight.requests.per.connection"] == 1
 
 
 def test_security_may_not_override_other_settings() -> None:
@@ -45,6 +48,8 @@ def test_consumer_config() -> None:
     assign_only = consumer_config("k:9092", None)
     assert assign_only["enable.auto.commit"] is False
     assert "group.id" in assign_only  # librdkafka wants one even without joining
+    assert "fetch.wait.max.ms" not in conf  # librdkafka's default unless asked
+    assert consumer_config("k:9092", "g", fetch_wait_ms=20)["fetch.wait.max.ms"] == 20
 
 
 def test_security_settings() -> None:
