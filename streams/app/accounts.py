@@ -22,6 +22,7 @@ plus Faust's commit interval); nothing is lost, duplicated transitions carry the
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
+from streams.app.table_writer import TableWriter
 from streams.app.wire import BATCH, TICK, decode_batch
 from streams.events.codec import decode_event
 from streams.events.types import Event, Reject
@@ -44,10 +46,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PartitionWork:
+    part: int
     dirty: set[str] = field(default_factory=set)
     pending: list[Any] = field(default_factory=list)  # Faust events to ack after the next flush
-    events: int = 0  # events in the pending records
-    since: float = 0.0  # monotonic time of the oldest unflushed event
     timers: ExpiryIndex = field(default_factory=ExpiryIndex)
 
 
@@ -58,8 +59,8 @@ class AccountStage:
     def __init__(
         self,
         scorer: Scorer,
-        table: Any,  # a Faust Table of account id (str) -> state bytes
-        send_transition: Callable[[str, bytes], Awaitable[Any]],
+        table: TableWriter,  # the Faust table of account id -> state bytes
+        send_transition: Callable[[str, bytes], None],
         send_dlq: Callable[[bytes, Reject, Event], Awaitable[Any]],
         flush_producer: Callable[[], Awaitable[None]],
         partitions: int,
@@ -68,7 +69,7 @@ class AccountStage:
         on_transition: Callable[[dict[str, Any], float], None] | None = None,
         on_late: Callable[[bool], None] | None = None,
         advance_idle_s: float = 5.0,
-        seal_changelog: Callable[[Any, int], Awaitable[None]] | None = None,
+        cache_max_accounts: int = 200_000,
     ) -> None:
         self.scorer = scorer
         self.codec = scorer.codec
@@ -82,7 +83,9 @@ class AccountStage:
         self.on_transition = on_transition
         self.on_late = on_late
         self.advance_idle_s = advance_idle_s
-        self.seal_changelog = seal_changelog
+        self.cache_max_accounts = cache_max_accounts
+        self._events = 0  # events applied since the last flush
+        self._since = 0.0  # monotonic time of the oldest unflushed record
         # Wall time each account last received a record: stream time only advances accounts that
         # have been idle this long, so it never overtakes an account's records still in flight
         # between stages (stream time is read from the input, upstream of those hops).
@@ -109,27 +112,28 @@ class AccountStage:
         self._record_ts = msg.timestamp or 0.0
         work = self.work.get(part)
         if work is None:
-            work = self.work[part] = PartitionWork()
+            work = self.work[part] = PartitionWork(part)
         if not self._timers_loaded:
             self._load_timers()
         value: bytes = record.value
         kind = value[:1]
         if kind == BATCH:
             now = time.monotonic()
-            for account, q, pos, path, data in decode_batch(value):
+            items = decode_batch(value)
+            for account, q, pos, path, data in items:
                 await self._on_event(account, work, q, pos, path, data, now)
-                work.events += 1
+            self._events += len(items)
         work.pending.append(record)
-        if not work.since:
-            work.since = time.monotonic()
+        if not self._since:
+            self._since = time.monotonic()
         if watermark is not None:
             await self._advance(work, watermark)
         if (
             kind == TICK
-            or work.events >= self.flush_max_events
-            or time.monotonic() - work.since >= self.flush_interval_s
+            or self._events >= self.flush_max_events
+            or time.monotonic() - self._since >= self.flush_interval_s
         ):
-            await self.flush(part)
+            await self.flush()
 
     async def _on_event(
         self,
@@ -141,7 +145,7 @@ class AccountStage:
         data: bytes,
         now: float,
     ) -> None:
-        state = self._state(account)
+        state = self._state(work.part, account)
         source = f"{q}:{path}"
         if state is not None and state.seen.get(source, -1) >= pos:
             return  # re-sent or re-read after a crash: this state already holds it
@@ -160,14 +164,14 @@ class AccountStage:
         work.dirty.add(account)
         work.timers.schedule(account, state.next_expiry)
         if outcome.transitions:
-            await self._emit(outcome.transitions)
+            self._emit(outcome.transitions)
         self.events_applied += 1
 
     async def _advance(self, work: PartitionWork, watermark: int) -> None:
         due = work.timers.pop_due(watermark)
         now = time.monotonic()
         for account in due:
-            state = self._state(account)
+            state = self._state(work.part, account)
             if state is None:
                 continue
             # An account restored or taken over counts as seen at assignment: its own records
@@ -178,11 +182,11 @@ class AccountStage:
             transitions = self.scorer.advance(account, state, watermark)
             work.dirty.add(account)
             work.timers.schedule(account, state.next_expiry)
-            await self._emit(transitions)
+            self._emit(transitions)
 
-    async def _emit(self, transitions: list[dict[str, Any]]) -> None:
+    def _emit(self, transitions: list[dict[str, Any]]) -> None:
         for t in transitions:
-            await self.send_transition(t["account_id"], orjson.dumps(t))
+            self.send_transition(t["account_id"], orjson.dumps(t))
             kind = t["kind"]
             if kind == "qualified":
                 self.pql_accounts += 1
@@ -196,37 +200,55 @@ class AccountStage:
                 self.on_transition(t, self._record_ts)
 
     # -- state -----------------------------------------------------------------------------
-    def _state(self, account: str) -> AccountState | None:
+    def _state(self, part: int, account: str) -> AccountState | None:
         state = self.cache.get(account)
         if state is None:
-            state = self.codec.decode(self.table.get(account))
+            state = self.codec.decode(self.table.get(part, account))
             if state is not None:
                 self.cache[account] = state
         return state
 
-    async def flush(self, part: int) -> None:
+    async def flush(self) -> None:
         """Deliver transitions, then write dirty state once per account, then ack (see module
-        docstring for why in this order). Must run inside an iteration of partition `part`."""
-        work = self.work.get(part)
-        if work is None or (not work.pending and not work.dirty):
+        docstring for why in this order) — every assigned partition at once, so a flush costs
+        the same few round trips however many partitions this worker owns. Runs inside a
+        stream iteration (the agent processes nothing else meanwhile)."""
+        works = [w for w in self.work.values() if w.pending or w.dirty]
+        if not works:
             return
         await self.flush_producer()  # transitions sent so far are delivered
-        if work.dirty:
-            sizes = self.state_sizes
+        sizes = self.state_sizes
+        put = self.table.put
+        encode = self.codec.encode
+        cache = self.cache
+        written = []
+        for work in works:
+            if not work.dirty:
+                continue
+            part = work.part
             for account in work.dirty:
-                data = self.codec.encode(self.cache[account])
+                data = encode(cache[account])
                 self.state_bytes += len(data) - sizes.get(account, 0)
                 sizes[account] = len(data)
-                self.table[account] = data
+                put(part, account, data)
             work.dirty.clear()
-            await self.flush_producer()  # the changelog records are delivered
-            if self.seal_changelog is not None:
-                await self.seal_changelog(self.table, part)
-        for record in work.pending:
-            record.ack()
-        work.pending.clear()
-        work.events = 0
-        work.since = 0.0
+            written.append(part)
+        await self.table.commit(written)  # the changelog records are delivered (and sealed)
+        for work in works:
+            for record in work.pending:
+                record.ack()
+            work.pending.clear()
+        self._events = 0
+        self._since = 0.0
+        self._trim_cache()
+
+    def _trim_cache(self) -> None:
+        """Keep at most `cache_max_accounts` decoded states: right after a flush every state is
+        clean (stored), so the oldest-inserted are dropped and decoded again when next needed."""
+        excess = len(self.cache) - self.cache_max_accounts
+        if excess > 0:
+            for account in list(itertools.islice(self.cache, excess)):
+                del self.cache[account]
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked: drop their cache and unacked work (it will be re-read by the new
@@ -257,18 +279,17 @@ class AccountStage:
         self.pql_accounts = 0
         self.segment_accounts = Counter()
         self.state_sizes = {}
-        for key, data in self.table.items():
+        for account, data in self.table.items():
             state = self.codec.decode(data)
             if state is None:
                 continue
-            self.state_sizes[key if isinstance(key, str) else key.decode()] = len(data)
+            self.state_sizes[account] = len(data)
             self.pql_accounts += state.pql
             self.segment_accounts.update(state.segments)
-            account = key.decode() if isinstance(key, bytes) else str(key)
             part = self.partition_of(account)
             work = self.work.get(part)
             if work is None:
-                work = self.work[part] = PartitionWork()
+                work = self.work[part] = PartitionWork(part)
             work.timers.schedule(account, state.next_expiry)
             n += 1
         self.state_bytes = sum(self.state_sizes.values())

@@ -82,4 +82,5 @@ def run_worker(settings: Settings) -> int:
         return int(exc.code or 0)
     finally:
         pipeline.ingest.stop()
+        pipeline.sink.close()
     return 0

@@ -28,8 +28,11 @@ import faust
 from faust.types import TP
 
 from streams.app.accounts import AccountStage
+from streams.app.faust_transport import install as install_transport
 from streams.app.ingest import MAX_ITEMS_PER_RECORD, Ingest, partition_of
 from streams.app.settings import Settings
+from streams.app.sink import Sink
+from streams.app.table_writer import TableWriter
 from streams.app.watermark import Watermark
 from streams.app.wire import (
     BATCH,
@@ -87,11 +90,6 @@ def faust_settings(settings: Settings, embedded: bool) -> dict[str, Any]:
     return conf
 
 
-# A changelog key no account or user id can take (table keys are JSON-serialised strings);
-# its empty value decodes to "no state".
-SEAL_KEY = "\x00pql-seal"
-
-
 def _credentials(settings: Settings) -> Any:
     sec = settings.security
     protocol = sec.get("security.protocol", "PLAINTEXT")
@@ -121,32 +119,34 @@ class Pipeline:
         self.watermark = Watermark(settings.watermark_grace_ms)
         self.app = faust.App(settings.state_app_id, **faust_settings(settings, embedded))
         app = self.app
+        fetch_wait = settings.fetch_wait(embedded)
+        if fetch_wait is not None:
+            install_transport(app, fetch_wait)
         n = settings.partitions
-        self.output = app.topic(settings.output_topic, key_type=bytes, value_type=bytes)
-        self.dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
         self.by_user = app.topic(settings.by_user_topic, partitions=n, value_type=bytes)
         self.by_account = app.topic(settings.by_account_topic, partitions=n, value_type=bytes)
         self.users = app.Table("users", partitions=n, value_type=bytes)
         self.accounts = app.Table("accounts", partitions=n, value_type=bytes)
+        # Transitions, DLQ records and both tables' changelogs go through librdkafka.
+        self.sink = Sink(settings.broker, settings.security or None)
+        self.users_writer = TableWriter(self.users, self.sink, seal=embedded)
         self.stage = AccountStage(
             self.scorer,
-            self.accounts,
+            TableWriter(self.accounts, self.sink, seal=embedded),
             send_transition=self._send_transition,
             send_dlq=self._send_late_dlq,
-            flush_producer=self._flush_producer,
+            flush_producer=self._flush_sink,
             partitions=n,
             flush_interval_s=settings.flush_interval_s,
             flush_max_events=settings.flush_max_events,
             on_transition=self._count_transition,
             on_late=self._count_late,
             advance_idle_s=settings.advance_idle_s,
-            seal_changelog=self._seal_changelog if embedded else None,
         )
         self._forward_pending: list[Any] = []
-        self._users_written: set[int] = set()  # users-changelog partitions written since a flush
         self.embedded = embedded
         self.ready = False
-        self.ingest = Ingest(settings, metrics, self.watermark, self.trait_keys)
+        self.ingest = Ingest(settings, metrics, self.watermark, self.trait_keys, embedded)
         self._wire()
 
     # -- agents ------------------------------------------------------------------------------
@@ -182,8 +182,7 @@ class Pipeline:
                     synthetic = mark != SYNTHETIC_DELIVERED
                     deliveries, reject, after = user_stage(ev, before, self.trait_keys, synthetic)
                     if after is not None:
-                        self.users[user_id] = after.to_bytes()
-                        self._users_written.add(path)
+                        self.users_writer.put(path, user_id, after.to_bytes())
                     if reject is not None:
                         await self._send_dlq(raw, user_id.encode(), reject, "users")
                     for k, (account, delivered) in enumerate(deliveries):
@@ -247,21 +246,19 @@ class Pipeline:
         self.metrics.set_consumer_lag([r for r in rows if r.partition in mine])
 
     async def _check_ingest(self) -> None:
-        """The ingest thread is part of the worker: if it died, so does the worker (its
-        supervisor restarts it; nothing was committed past what was delivered)."""
+        """The ingest thread and the sink are part of the worker: if either failed, so does the
+        worker (its supervisor restarts it; nothing was committed past what was delivered)."""
         if self.ingest.error is not None:
             raise RuntimeError("the ingest stage failed") from self.ingest.error
+        self.sink.check()
 
     async def _ack_forwarded(self) -> None:
         """Ack ingest/user-stage records once what they forwarded is delivered."""
         if not self._forward_pending:
             return
         batch, self._forward_pending = self._forward_pending, []
-        written, self._users_written = self._users_written, set()
         await self._flush_producer()
-        if self.embedded:
-            for part in written:
-                await self._seal_changelog(self.users, part)
+        await self.users_writer.commit()
         for record in batch:
             record.ack()
 
@@ -277,24 +274,17 @@ class Pipeline:
             return None
         return hw
 
-    async def _seal_changelog(self, table: Any, partition: int) -> None:
-        """Embedded broker only (Tansu bug 2, shared notes): its "latest offset" is the last
-        batch's base offset + 1, which is wrong when that batch holds several records, and
-        Faust's changelog recovery would then stop short and restore wrong state. Instead of
-        one record per batch everywhere (every changelog write its own round trip), each flush
-        ends with one single-record batch per changelog partition it wrote, delivered before
-        any record is acked: whenever an offset can be committed, "latest" is exact."""
-        await self._flush_producer()
-        fut = table.send_changelog(partition, SEAL_KEY, b"", value_serializer="raw")
-        await self._flush_producer()
-        await fut
+    def _send_transition(self, account: str, payload: bytes) -> None:
+        self.sink.produce(self.settings.output_topic, payload, account.encode())
 
-    async def _send_transition(self, account: str, payload: bytes) -> None:
-        await self.output.send(key=account.encode(), value=payload, force=True)
+    async def _flush_sink(self) -> None:
+        await self.sink.flush()
+        self.metrics.last_commit_timestamp_seconds.set(time.time())
 
     async def _flush_producer(self) -> None:
+        """Both producers: Faust's (records between the stages) and the sink."""
         await self.app.producer.flush()
-        self.metrics.last_commit_timestamp_seconds.set(time.time())
+        await self._flush_sink()
 
     async def _send_dlq(self, raw: bytes, key: Any, reject: Reject, stage: str) -> None:
         headers = {
@@ -303,7 +293,7 @@ class Pipeline:
             "pql-field": (reject.field or "").encode(),
             "pql-stage": stage.encode(),
         }
-        await self.dlq.send(key=key, value=raw, headers=headers, force=True)
+        self.sink.produce(self.settings.dlq_topic, raw, key, headers=headers)
         self.metrics.events_rejected_total.labels(reject.reason.value).inc()
         self.metrics.dlq_produced_total.labels(reject.reason.value).inc()
 

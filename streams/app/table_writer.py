@@ -1,0 +1,105 @@
+"""Writes a Faust table the way Faust does — the local RocksDB store, then the changelog — but
+the changelog records go through the librdkafka `Sink` in batches instead of Faust's per-record
+producer path. Faust still owns the table: it creates the store and the changelog topic, and
+restores the store from the changelog on assignment and after a wiped data dir; the records
+written here are byte-for-byte what `table[key] = value` would have sent (same key serializer,
+same partition, raw value), so that recovery reads them unchanged (tested against a real
+broker in `tests/integration/test_state_recovery.py`).
+
+`commit(partitions)` waits for delivery and then records each partition's last changelog
+offset as the store's persisted offset, as Faust's own send callback does: a worker that keeps
+its data dir then only reads the changelog written after it.
+
+On the embedded broker (Tansu bug 2 in the shared notes) its "latest offset" is the last batch's
+base offset + 1, which is wrong when that batch holds several records, and Faust's changelog
+recovery would stop short and restore wrong state. Instead of one record per batch everywhere,
+`commit` ends with one single-record "seal" batch per changelog partition it wrote, delivered
+before anything is acked: whenever an offset can be committed, "latest" is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import orjson
+from faust.types import TP
+
+from streams.app.sink import Sink
+
+# A key no account or user id can take (table keys are serialised strings); its empty value
+# decodes to "no state".
+SEAL_KEY = "\x00pql-seal"
+
+
+class TableWriter:
+    def __init__(self, table: Any, sink: Sink, *, seal: bool) -> None:
+        self.table = table  # a faust Table of str -> bytes
+        self.sink = sink
+        self.seal = seal
+        self._written: set[int] = set()
+        self.key_bytes = self._key_encoder()
+
+    @property
+    def topic(self) -> str:
+        return str(self.table.changelog_topic.get_topic_name())
+
+    def faust_key_bytes(self, key: str) -> bytes:
+        """The key as Faust serialises it for this table (its store and its changelog)."""
+        table = self.table
+        out: bytes = table.app.serializers.dumps_key(
+            table.key_type, key, serializer=table.key_serializer
+        )
+        return out
+
+    def _key_encoder(self) -> Callable[[str], bytes]:
+        """orjson.dumps when it gives Faust's bytes (Faust's json codec is orjson when
+        installed: 20x cheaper than going through its serializer registry), else Faust's."""
+        probe = "acct-\u00e9\x00\u2028\"/"
+        if self.table.key_serializer == "json" and orjson.dumps(probe) == self.faust_key_bytes(
+            probe
+        ):
+            return orjson.dumps
+        return self.faust_key_bytes
+
+    def get(self, partition: int, key: str) -> bytes | None:
+        """The stored value of `key` in `partition`'s database (no current event needed)."""
+        value: bytes | None = self._db(partition).get(self.key_bytes(key))
+        return value
+
+    def _db(self, partition: int) -> Any:
+        # Faust's RocksDB store keeps one database per partition; `table[key]` picks it from
+        # the current event's partition, here the caller names it.
+        return self.table.data._db_for_partition(partition)
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        for key, value in self.table.items():
+            yield (key.decode() if isinstance(key, bytes) else str(key)), value
+
+    def put(self, partition: int, key: str, value: bytes) -> None:
+        """Write the local store now and queue the changelog record (to the same partition,
+        which is where Faust's recovery looks for it)."""
+        raw = self.key_bytes(key)
+        self._db(partition).put(raw, value)
+        self.sink.produce(self.topic, value, raw, partition=partition)
+        self._written.add(partition)
+
+    async def commit(self, partitions: Iterable[int] | None = None) -> None:
+        """Deliver what `put` queued (for `partitions`, default all written), seal on the
+        embedded broker, and record the persisted offsets."""
+        parts = set(self._written if partitions is None else partitions) & self._written
+        if not parts:
+            return
+        await self.sink.flush()
+        topic = self.topic
+        if self.seal:
+            seal = self.key_bytes(SEAL_KEY)
+            for part in parts:
+                self.sink.produce(topic, b"", seal, partition=part)
+            await self.sink.flush()
+        store = self.table.data
+        for part in parts:
+            offset = self.sink.delivered.get((topic, part))
+            if offset is not None:
+                store.set_persisted_offset(TP(topic, part), offset)
+        self._written -= parts
