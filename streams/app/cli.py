@@ -90,6 +90,14 @@ def _env(name: str) -> str:
     show_default=True,
     help="Wall seconds an account must be idle before stream time advances it.",
 )
+@click.option(
+    "--fetch-wait-ms",
+    envvar=_env("FETCH_WAIT_MS"),
+    default=None,
+    type=click.IntRange(min=1),
+    help="Consumers' fetch long-poll wait, ms [default: 20 on the embedded broker, the "
+    "clients' defaults on Kafka].",
+)
 @click.option("--log-level", envvar=_env("LOG_LEVEL"), default="info", show_default=True)
 def worker(
     model_path: str,
@@ -107,6 +115,7 @@ def worker(
     session_timeout: float,
     watermark_grace: float,
     advance_idle: float,
+    fetch_wait_ms: int | None,
     log_level: str,
     security: dict[str, str] | None,
 ) -> None:
@@ -135,6 +144,7 @@ def worker(
         session_timeout_s=session_timeout,
         watermark_grace_ms=int(watermark_grace * 1000),
         advance_idle_s=advance_idle,
+        fetch_wait_ms=fetch_wait_ms,
         security=security or {},
     )
     from streams.app.run import run_worker

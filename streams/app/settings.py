@@ -8,6 +8,8 @@ from pathlib import Path
 
 from streams.model.spec import Model
 
+EMBEDDED_FETCH_WAIT_MS = 20
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -38,6 +40,15 @@ class Settings:
     # `streams.io.kafka_config.security_settings` builds them; empty for PLAINTEXT.
     security: dict[str, str] = field(default_factory=dict)
     embedded: bool | None = None  # None: detect from the broker's cluster id
+    # Consumers' fetch long-poll wait. None: EMBEDDED_FETCH_WAIT_MS on the embedded broker
+    # (it does not answer a multi-partition fetch early when records arrive), the clients'
+    # defaults on Kafka (which does).
+    fetch_wait_ms: int | None = None
+
+    def fetch_wait(self, embedded: bool) -> int | None:
+        if self.fetch_wait_ms is not None:
+            return self.fetch_wait_ms
+        return EMBEDDED_FETCH_WAIT_MS if embedded else None
 
     @property
     def resolved_app_id(self) -> str:
