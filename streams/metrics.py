@@ -193,6 +193,12 @@ class Metrics:
             "1 while table state is being restored from changelogs, else 0.",
             registry=r,
         )
+        self.state_restored_records_total = Counter(
+            "pql_state_restored_records",
+            "Changelog records restored into the local state store (wiped or new partitions).",
+            ["table"],
+            registry=r,
+        )
         self.worker_ready = Gauge(
             "pql_worker_ready",
             "1 once recovery is complete and partitions are assigned, else 0.",

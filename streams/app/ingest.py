@@ -25,11 +25,12 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 from aiokafka.partitioner import murmur2
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from streams.app.settings import Settings
 from streams.app.watermark import Watermark
@@ -40,6 +41,7 @@ from streams.events.resolver import UserRecord
 from streams.events.routing import route_local
 from streams.events.types import Reject
 from streams.io.kafka_config import consumer_config, producer_config
+from streams.io.read import read_partition
 from streams.metrics import Metrics
 
 log = logging.getLogger("streams.ingest")
@@ -140,27 +142,11 @@ class Ingest:
             self.local.pop(tp.partition, None)
         self.assigned -= {tp.partition for tp in partitions}
 
-    def _read_partition(self, topic: str, partition: int, start: int) -> Any:
-        """Every record of one partition from `start` to its end (EOF from the fetch response:
-        right on the embedded broker too, unlike ListOffsets)."""
-        reader = Consumer(
-            consumer_config(self.settings.broker, None, self.settings.security or None)
-            | {"enable.partition.eof": True}
+    def _read_partition(self, topic: str, partition: int, start: int) -> Iterator[Message]:
+        """Every record of one partition from `start` to its end."""
+        return read_partition(
+            self.settings.broker, topic, partition, start, self.settings.security or None
         )
-        try:
-            reader.assign([TopicPartition(topic, partition, start)])
-            while True:
-                m = reader.poll(10)
-                if m is None:
-                    raise RuntimeError(f"no end of {topic}[{partition}] within 10 s")
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        return
-                    raise RuntimeError(f"reading {topic}[{partition}]: {err}")
-                yield m
-        finally:
-            reader.close()
 
     def _restore_local(self, q: int, committed: int) -> dict[str, UserRecord]:
         users: dict[str, UserRecord] = {}

@@ -55,7 +55,7 @@ class TableWriter:
     def _key_encoder(self) -> Callable[[str], bytes]:
         """orjson.dumps when it gives Faust's bytes (Faust's json codec is orjson when
         installed: 20x cheaper than going through its serializer registry), else Faust's."""
-        probe = "acct-\u00e9\x00\u2028\"/"
+        probe = 'acct-\u00e9\x00\u2028"/'
         if self.table.key_serializer == "json" and orjson.dumps(probe) == self.faust_key_bytes(
             probe
         ):

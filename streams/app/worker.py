@@ -30,6 +30,7 @@ from faust.types import TP
 from streams.app.accounts import AccountStage
 from streams.app.faust_transport import install as install_transport
 from streams.app.ingest import MAX_ITEMS_PER_RECORD, Ingest, partition_of
+from streams.app.restore import Restorer, RestoringTable
 from streams.app.settings import Settings
 from streams.app.sink import Sink
 from streams.app.table_writer import TableWriter
@@ -81,6 +82,8 @@ def faust_settings(settings: Settings, embedded: bool) -> dict[str, Any]:
         "stream_wait_empty": False,
         "autodiscover": False,
         "loghandlers": [],
+        # Tables restore new partitions with librdkafka before Faust's recovery runs.
+        "Table": RestoringTable,
     }
     if settings.instance_id:
         conf["consumer_group_instance_id"] = settings.instance_id
@@ -127,6 +130,8 @@ class Pipeline:
         self.by_account = app.topic(settings.by_account_topic, partitions=n, value_type=bytes)
         self.users = app.Table("users", partitions=n, value_type=bytes)
         self.accounts = app.Table("accounts", partitions=n, value_type=bytes)
+        restorer = Restorer(settings.broker, settings.security or None, self._count_restored)
+        self.users.restorer = self.accounts.restorer = restorer
         # Transitions, DLQ records and both tables' changelogs go through librdkafka.
         self.sink = Sink(settings.broker, settings.security or None)
         self.users_writer = TableWriter(self.users, self.sink, seal=embedded)
@@ -312,6 +317,9 @@ class Pipeline:
         occurred = iso_to_epoch_ms(t["occurred_at"])
         if occurred is not None:
             m.end_to_end_latency_seconds.observe(max(now - occurred / 1000, 0.0))
+
+    def _count_restored(self, table: str, records: int) -> None:
+        self.metrics.state_restored_records_total.labels(table).inc(records)
 
     def _count_late(self, applied: bool) -> None:
         self.metrics.late_events_total.labels("applied" if applied else "rejected").inc()

@@ -59,6 +59,12 @@ def test_worker_wiped_state(broker: object, workers: Workers, tmp_path: Path) ->
     shutil.rmtree(w.data_dir)
     w.start().wait_ready(timeout=90)  # same app id: restores from the changelog topics
     assert w.data_dir.is_dir()
+    # ...through the worker's own restore (streams/app/restore.py), not Faust's slow path.
+    restored = {
+        table: _sample(w.metrics(), f'pql_state_restored_records_total{{table="{table}"}}')
+        for table in ("accounts", "users")
+    }
+    assert restored["accounts"] >= 24, restored  # at least one record per account
     before = len(reader.records)
     produce(bootstrap, names.input_topic, rest)
     got = collect(reader, expected, timeout=90, settle=w.settle)
@@ -72,3 +78,10 @@ def test_worker_wiped_state(broker: object, workers: Workers, tmp_path: Path) ->
         got, expected
     )
     assert_duplicates_identical(got)
+
+
+def _sample(metrics: str, series: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{series} not exposed")

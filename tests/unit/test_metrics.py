@@ -30,6 +30,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "pql_state_bytes": ("gauge", ()),
     "pql_rebalances": ("counter", ()),
     "pql_recovery_in_progress": ("gauge", ()),
+    "pql_state_restored_records": ("counter", ("table",)),
     "pql_worker_ready": ("gauge", ()),
     "pql_last_commit_timestamp_seconds": ("gauge", ()),
     "pql_watermark_timestamp_seconds": ("gauge", ()),
@@ -66,6 +67,7 @@ def populated() -> Metrics:
     m.state_bytes.set(4096)
     m.rebalances_total.inc()
     m.recovery_in_progress.set(0)
+    m.state_restored_records_total.labels("accounts").inc(20)
     m.worker_ready.set(1)
     m.last_commit_timestamp_seconds.set(1_790_000_000)
     m.watermark_timestamp_seconds.set(1_790_000_000)
