@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,15 @@ def metric_sum(m: dict[str, float], name: str, must: str = "") -> float:
 # -- phases -------------------------------------------------------------------------------------
 
 
+@dataclass
+class Run:
+    elapsed: float
+    first: float
+    last: float
+    ingested: float | None
+    processed: float
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, broker: EmbeddedBroker, workdir: Path) -> None:
         self.args = args
@@ -93,48 +103,9 @@ class Bench:
         say(f"throughput rep {rep}: worker pid {w.pid} starting (app id {app_id})")
         ready_s = w.wait_ready()
         say(f"throughput rep {rep}: ready after {ready_s:.1f} s (cold start, empty state)")
-        t_first: float | None = None
-        t_ingested: float | None = None
-        last_processed = -1.0
-        t_change = time.monotonic()
-        next_lag = 0.0
-        lag_zero = False
-        next_say = time.monotonic() + 2
-        while True:
-            w.check()
-            m = w.metrics()
-            now = time.monotonic()
-            consumed = metric_sum(m, "pql_events_consumed_total", f'topic="{input_topic}"')
-            processed = metric_sum(m, "pql_events_processed_total")
-            if t_first is None and consumed > 0:
-                t_first = now
-            if t_ingested is None and consumed >= n:
-                t_ingested = now
-            if processed != last_processed:
-                last_processed, t_change = processed, now
-            if consumed >= n and not lag_zero and now >= next_lag:
-                next_lag = now + 1.0
-                rows = consumer_group_lag(self.bootstrap, app_id, [input_topic])
-                lag_zero = bool(rows) and all(r.lag == 0 for r in rows)
-            stable_s = now - t_change
-            if lag_zero and processed >= expected and stable_s >= SETTLE_S:
-                break
-            if lag_zero and stable_s >= STALL_S:
-                say(
-                    f"  WARNING: processed stopped at {processed:,.0f} < {expected:,} deliveries "
-                    f"the backtest applied; taking the plateau as the end"
-                )
-                break
-            if now >= next_say:
-                next_say = now + 2
-                rate = processed / (now - t_first) if t_first and now > t_first else 0
-                say(f"  consumed {consumed:,.0f}/{n:,}  processed {processed:,.0f}  ~{rate:,.0f}/s")
-            if stable_s > 120 and t_first is not None:
-                raise BenchError(f"worker {w.name}: no progress for 120 s at {processed:,.0f}")
-            time.sleep(0.1)
-        assert t_first is not None
-        # t_first/t_change are poll instants (0.1 s + scrape time): bounds within ~0.2 s.
-        elapsed = max(t_change - t_first, 1e-6)
+        run = self.until_done([w], app_id, input_topic, n, expected)
+        elapsed, t_first, t_change, t_ingested = run.elapsed, run.first, run.last, run.ingested
+        last_processed = run.processed
         m = w.metrics()
         out: dict[str, Any] = {
             "events": n,
@@ -161,6 +132,87 @@ class Bench:
         w.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
         return out, None
+
+    def until_done(
+        self, ws: list[Worker], app_id: str, input_topic: str, n: int, expected: int
+    ) -> Run:
+        """Poll the workers' summed metrics until they processed the workload: the input
+        group's lag is 0 and processed reached `expected` and stayed there SETTLE_S."""
+        t_first: float | None = None
+        t_ingested: float | None = None
+        last_processed = -1.0
+        t_change = time.monotonic()
+        next_lag = 0.0
+        lag_zero = False
+        next_say = time.monotonic() + 2
+        while True:
+            for w in ws:
+                w.check()
+            ms = [w.metrics() for w in ws]
+            now = time.monotonic()
+            consumed = sum(
+                metric_sum(m, "pql_events_consumed_total", f'topic="{input_topic}"') for m in ms
+            )
+            processed = sum(metric_sum(m, "pql_events_processed_total") for m in ms)
+            if t_first is None and consumed > 0:
+                t_first = now
+            if t_ingested is None and consumed >= n:
+                t_ingested = now
+            if processed != last_processed:
+                last_processed, t_change = processed, now
+            if consumed >= n and not lag_zero and now >= next_lag:
+                next_lag = now + 1.0
+                rows = consumer_group_lag(self.bootstrap, app_id, [input_topic])
+                lag_zero = bool(rows) and all(r.lag == 0 for r in rows)
+            stable_s = now - t_change
+            if lag_zero and processed >= expected and stable_s >= SETTLE_S:
+                break
+            if lag_zero and stable_s >= STALL_S:
+                say(
+                    f"  WARNING: processed stopped at {processed:,.0f} < {expected:,} deliveries "
+                    f"the backtest applied; taking the plateau as the end"
+                )
+                break
+            if now >= next_say:
+                next_say = now + 2
+                rate = processed / (now - t_first) if t_first and now > t_first else 0
+                say(f"  consumed {consumed:,.0f}/{n:,}  processed {processed:,.0f}  ~{rate:,.0f}/s")
+            if stable_s > 120 and t_first is not None:
+                raise BenchError(f"{app_id}: no progress for 120 s at {processed:,.0f}")
+            time.sleep(0.1)
+        assert t_first is not None
+        # t_first/t_change are poll instants (0.1 s + scrape time): bounds within ~0.2 s.
+        return Run(max(t_change - t_first, 1e-6), t_first, t_change, t_ingested, last_processed)
+
+    # 1b. scaling: several workers sharing the partitions -------------------------------------
+    def scaling(self, input_topic: str, n: int, expected: int, count: int) -> dict[str, Any]:
+        app_id = f"bench-{self.run_id}-scale{count}"
+        topics = (input_topic, f"{app_id}-out", f"{app_id}-dlq")
+        ws = [
+            self.worker(f"scale{count}-{i}", app_id, topics, self.workdir / f"{app_id}-{i}")
+            for i in range(count)
+        ]
+        for w in ws:
+            w.start()
+        try:
+            for w in ws:
+                w.wait_ready()
+            say(f"scaling: {count} workers ready (app id {app_id})")
+            run = self.until_done(ws, app_id, input_topic, n, expected)
+            per_worker = [int(metric_sum(w.metrics(), "pql_events_processed_total")) for w in ws]
+        finally:
+            for w in ws:
+                w.stop()
+        rate = round(n / run.elapsed)
+        say(f"scaling: {count} workers, {n:,} events in {run.elapsed:.1f} s = {rate:,}/s")
+        return {
+            "workers": count,
+            "events": n,
+            "seconds": round(run.elapsed, 2),
+            "events_per_second": rate,
+            "deliveries_processed": int(run.processed),
+            "deliveries_per_worker": per_worker,
+        }
 
     def changelog_state(self, topic: str) -> dict[str, Any]:
         """Latest value size per account in the accounts changelog (the encoded state)."""
@@ -513,6 +565,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bases.append(b.baseline(topic, n))
         result["throughput"] = {"reps": tps}
         result["baseline"] = {"reps": bases}
+        if args.scale_workers > 1:
+            result["scaling"] = b.scaling(topic, n, expected, args.scale_workers)
         if keep is not None:
             if args.recovery_accounts != args.accounts:
                 say(
@@ -573,6 +627,9 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         "e2e_kept_up": all(x["kept_up"] for x in lat),
         "e2e_max_s": max([x["max_s"] for x in lat if "max_s" in x], default=None),
     }
+    if "scaling" in r:
+        s["scaling_workers"] = r["scaling"]["workers"]
+        s["scaling_events_per_second"] = r["scaling"]["events_per_second"]
     if "recovery" in r:
         s["recovery_s"] = r["recovery"]["ready_s"]
         s["recovery_accounts"] = r["recovery"]["accounts"]
@@ -616,6 +673,16 @@ def table(r: dict[str, Any]) -> str:
             f"median of {reps}: {', '.join(f'{x:,}' for x in base)}",
         ),
         ("worker / baseline", f(s["worker_over_baseline"]), "stretch target >= 0.6"),
+    ]
+    if "scaling_workers" in s:
+        rows.append(
+            (
+                f"throughput, {s['scaling_workers']} workers",
+                f(s["scaling_events_per_second"], " ev/s"),
+                "one app id, partitions shared; same machine",
+            )
+        )
+    rows += [
         (
             f"e2e latency p50 @ {a['latency_rate']:,.0f} ev/s",
             f(s["e2e_p50_s"], " s"),
@@ -675,6 +742,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=20_000,
         help="accounts whose state is recovered [20000]; when it equals --accounts "
         "the throughput run's state is used",
+    )
+    ap.add_argument(
+        "--scale-workers",
+        type=int,
+        default=2,
+        help="also run the throughput phase with this many workers sharing the partitions "
+        "[2; 0 or 1: skip]",
     )
     ap.add_argument("--skip-recovery", action="store_true")
     ap.add_argument("--skip-backtest", action="store_true")
