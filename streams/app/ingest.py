@@ -180,6 +180,7 @@ class Ingest:
         n = self.partitions
         trait_keys = self.trait_keys
         users_topic = self.settings.ingest_users_topic
+        consumed = 0
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -189,7 +190,7 @@ class Ingest:
             q = m.partition()
             offset = m.offset()
             last[q] = offset
-            self._consumed.inc()
+            consumed += 1
             raw = m.value() or b""
             ev = parse_event(raw)
             if isinstance(ev, Reject):
@@ -210,6 +211,7 @@ class Ingest:
             if forward:  # the user stage gets the original bytes (its rejects go to the DLQ)
                 mark = SYNTHETIC_DELIVERED if len(deliveries) > 1 else DIRECT
                 to_user[partition_of(uid, n)].append((uid, q, offset, mark, raw))
+        self._consumed.inc(consumed)
         self._send(self.settings.by_account_topic, to_account)
         self._send(self.settings.by_user_topic, to_user)
         remaining = self._producer.flush(30)
