@@ -26,7 +26,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from aiokafka.partitioner import murmur2
@@ -156,7 +156,8 @@ class Ingest:
                 continue
             offset, record = _decode_local(value)
             if offset < committed:  # written for input this partition has committed
-                users[m.key().decode()] = UserRecord.from_bytes(record)
+                # Every record of the users topic is produced with its user id as key.
+                users[cast(bytes, m.key()).decode()] = UserRecord.from_bytes(record)
         return users
 
     def _restore_stream_time(self, q: int, committed: int) -> None:
@@ -164,7 +165,9 @@ class Ingest:
         for m in self._read_partition(self.settings.input_topic, q, committed - 1):
             ev = parse_event(m.value() or b"")
             if not isinstance(ev, Reject):
-                self.watermark.observe(self.settings.input_topic, q, ev.ts, m.offset(), None)
+                offset = m.offset()
+                assert offset is not None  # read_partition yields records, never errors
+                self.watermark.observe(self.settings.input_topic, q, ev.ts, offset, None)
             return
 
     # -- one poll -----------------------------------------------------------------------------
@@ -189,6 +192,7 @@ class Ingest:
                 continue
             q = m.partition()
             offset = m.offset()
+            assert q is not None and offset is not None  # always set on a record (no error)
             last[q] = offset
             consumed += 1
             raw = m.value() or b""

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import faust
 import rocksdict
@@ -63,10 +63,11 @@ class Restorer:
                 if wb is None:
                     wb = writes[part] = rocksdict.WriteBatch(raw_mode=True)
                 value = m.value()
+                key = cast(bytes, m.key())  # changelog records always carry the table key
                 if value is None:
-                    wb.delete(m.key())
+                    wb.delete(key)
                 else:
-                    wb.put(m.key(), value)
+                    wb.put(key, value)
                 last[part] = int(m.offset() or 0)
             for part, wb in writes.items():
                 store._db_for_partition(part).write(wb)

@@ -22,7 +22,7 @@ import ssl
 import time
 from collections import defaultdict
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP
@@ -131,7 +131,9 @@ class Pipeline:
         self.users = app.Table("users", partitions=n, value_type=bytes)
         self.accounts = app.Table("accounts", partitions=n, value_type=bytes)
         restorer = Restorer(settings.broker, settings.security or None, self._count_restored)
-        self.users.restorer = self.accounts.restorer = restorer
+        # app.Table builds a RestoringTable (faust_settings' "Table"); faust types it TableT.
+        users, accounts = cast(RestoringTable, self.users), cast(RestoringTable, self.accounts)
+        users.restorer = accounts.restorer = restorer
         # Transitions, DLQ records and both tables' changelogs go through librdkafka.
         self.sink = Sink(settings.broker, settings.security or None)
         self.users_writer = TableWriter(self.users, self.sink, seal=embedded)
@@ -162,8 +164,9 @@ class Pipeline:
         app.timer(self.settings.tick_interval_s)(self._tick)
         app.timer(self.settings.flush_interval_s)(self._ack_forwarded)
         app.timer(self.settings.lag_interval_s)(self._refresh_lag)
-        app.on_partitions_revoked.connect(self._on_revoked)
-        app.on_rebalance_complete.connect(self._on_rebalanced)
+        # mode's handler type wants `*args`; these take exactly what the signals send.
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        app.on_rebalance_complete.connect(self._on_rebalanced)  # type: ignore[arg-type]
         app.timer(1.0)(self._check_ingest)
         from streams.app.web import register_pages
 

@@ -122,7 +122,10 @@ def total_lag(rows: Iterable[LagRow]) -> int:
 def _admin(bootstrap: str, timeout: float, security: Mapping[str, Any] | None = None) -> Any:
     from confluent_kafka.admin import AdminClient
 
-    conf = {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000)}
+    conf: dict[str, str | int | float | bool] = {
+        "bootstrap.servers": bootstrap,
+        "socket.timeout.ms": int(timeout * 1000),
+    }
     return AdminClient(conf | dict(security or {}))
 
 

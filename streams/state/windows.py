@@ -13,6 +13,8 @@ account's own events — never on when the worker happened to notice them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 def bucket_of(ts: int, bucket_ms: int) -> int:
     return ts // bucket_ms
@@ -23,7 +25,7 @@ def expiry_of(bucket: int, bucket_ms: int, window_ms: int) -> int:
 
 
 def expired_keys(
-    buckets: dict[int, object] | dict[str, int],
+    buckets: Mapping[int, float] | Mapping[str, int],
     bucket_ms: int,
     window_ms: int,
     at: int,
