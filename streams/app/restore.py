@@ -23,8 +23,11 @@ from typing import Any, cast
 
 import faust
 import rocksdict
+from confluent_kafka import Producer
 from faust.types import TP
 
+from streams.app.table_writer import SEAL_KEY, faust_key_bytes
+from streams.io.kafka_config import producer_config
 from streams.io.read import read_to_end
 
 log = logging.getLogger("streams.restore")
@@ -36,10 +39,12 @@ class Restorer:
         bootstrap: str,
         security: Mapping[str, Any] | None = None,
         on_restored: Callable[[str, int], None] | None = None,
+        seal: bool = False,
     ) -> None:
         self.bootstrap = bootstrap
         self.security = security
         self.on_restored = on_restored
+        self.seal = seal
 
     async def restore(self, table: Any, tps: set[TP]) -> None:
         loop = asyncio.get_running_loop()
@@ -75,6 +80,8 @@ class Restorer:
                     TP(table.changelog_topic.get_topic_name(), part), last[part]
                 )
             n += len(batch)
+        if self.seal:
+            self._reseal(table, tps)
         log.info(
             "restored %s partitions %s: %d changelog records in %.1f s",
             table.name,
@@ -84,6 +91,37 @@ class Restorer:
         )
         if self.on_restored is not None:
             self.on_restored(table.name, n)
+
+    def _reseal(self, table: Any, tps: set[TP]) -> None:
+        """Embedded broker only. A changelog can end with records written after the last seal
+        (work that was never acked: a crash or a stop between a flush's writes and its seal).
+        They are restored — their state is ahead of the committed input, which the
+        de-duplication positions make harmless — but the broker's "latest offset" then falls
+        short of the end, and Faust's recovery refuses a persisted offset past it
+        (`ConsistencyError`). A fresh seal makes "latest" exact again, and becomes the
+        persisted offset."""
+        store = table.data
+        parts = [tp for tp in tps if store.persisted_offset(tp) is not None]  # non-empty
+        if not parts:
+            return
+        delivered: dict[int, int] = {}
+        errors: list[object] = []
+
+        def on_delivery(err: object, msg: Any) -> None:
+            if err is not None:
+                errors.append(err)
+            else:
+                delivered[int(msg.partition())] = int(msg.offset())
+
+        producer = Producer(producer_config(self.bootstrap, self.security, linger_ms=0))
+        seal = faust_key_bytes(table, SEAL_KEY)
+        for tp in parts:
+            producer.produce(tp.topic, b"", seal, partition=tp.partition, on_delivery=on_delivery)
+        left = producer.flush(30)
+        if errors or left:
+            raise RuntimeError(f"could not seal the restored changelog: {errors or left}")
+        for tp in parts:
+            store.set_persisted_offset(tp, delivered[tp.partition])
 
 
 class RestoringTable(faust.Table):  # type: ignore[misc]  # faust.Table is untyped

@@ -32,6 +32,14 @@ from streams.app.sink import Sink
 SEAL_KEY = "\x00pql-seal"
 
 
+def faust_key_bytes(table: Any, key: str) -> bytes:
+    """The key as Faust serialises it for `table` (its store and its changelog)."""
+    out: bytes = table.app.serializers.dumps_key(
+        table.key_type, key, serializer=table.key_serializer
+    )
+    return out
+
+
 class TableWriter:
     def __init__(self, table: Any, sink: Sink, *, seal: bool) -> None:
         self.table = table  # a faust Table of str -> bytes
@@ -45,12 +53,7 @@ class TableWriter:
         return str(self.table.changelog_topic.get_topic_name())
 
     def faust_key_bytes(self, key: str) -> bytes:
-        """The key as Faust serialises it for this table (its store and its changelog)."""
-        table = self.table
-        out: bytes = table.app.serializers.dumps_key(
-            table.key_type, key, serializer=table.key_serializer
-        )
-        return out
+        return faust_key_bytes(self.table, key)
 
     def _key_encoder(self) -> Callable[[str], bytes]:
         """orjson.dumps when it gives Faust's bytes (Faust's json codec is orjson when

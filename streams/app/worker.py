@@ -130,7 +130,9 @@ class Pipeline:
         self.by_account = app.topic(settings.by_account_topic, partitions=n, value_type=bytes)
         self.users = app.Table("users", partitions=n, value_type=bytes)
         self.accounts = app.Table("accounts", partitions=n, value_type=bytes)
-        restorer = Restorer(settings.broker, settings.security or None, self._count_restored)
+        restorer = Restorer(
+            settings.broker, settings.security or None, self._count_restored, seal=embedded
+        )
         # app.Table builds a RestoringTable (faust_settings' "Table"); faust types it TableT.
         users, accounts = cast(RestoringTable, self.users), cast(RestoringTable, self.accounts)
         users.restorer = accounts.restorer = restorer
