@@ -3,6 +3,7 @@ SIGTERM/SIGINT (Faust stops the agents, commits acked offsets and closes RocksDB
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import faust
@@ -33,11 +34,22 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
+def _use_uvloop() -> None:
+    """uvloop (a declared dependency on POSIX) under Faust, aiokafka and the web server: their
+    per-record futures and callbacks are most of what the event loop runs."""
+    try:
+        import uvloop
+    except ImportError:  # e.g. Windows: the standard loop works, slower
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def run_worker(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _use_uvloop()
     embedded = settings.embedded
     if embedded is None:
         embedded = is_embedded_broker(settings.broker, security=settings.security or None)
