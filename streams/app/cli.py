@@ -98,6 +98,22 @@ def _env(name: str) -> str:
     help="Consumers' fetch long-poll wait, ms [default: 20 on the embedded broker, the "
     "clients' defaults on Kafka].",
 )
+@click.option(
+    "--rocksdb-block-cache-mb",
+    envvar=_env("ROCKSDB_BLOCK_CACHE_MB"),
+    default=32,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="RocksDB block cache per partition database (two tables x assigned partitions).",
+)
+@click.option(
+    "--rocksdb-write-buffer-mb",
+    envvar=_env("ROCKSDB_WRITE_BUFFER_MB"),
+    default=8,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="RocksDB write buffer per partition database (at most two are kept).",
+)
 @click.option("--log-level", envvar=_env("LOG_LEVEL"), default="info", show_default=True)
 def worker(
     model_path: str,
@@ -116,6 +132,8 @@ def worker(
     watermark_grace: float,
     advance_idle: float,
     fetch_wait_ms: int | None,
+    rocksdb_block_cache_mb: int,
+    rocksdb_write_buffer_mb: int,
     log_level: str,
     security: dict[str, str] | None,
 ) -> None:
@@ -145,6 +163,8 @@ def worker(
         watermark_grace_ms=int(watermark_grace * 1000),
         advance_idle_s=advance_idle,
         fetch_wait_ms=fetch_wait_ms,
+        rocksdb_block_cache_mb=rocksdb_block_cache_mb,
+        rocksdb_write_buffer_mb=rocksdb_write_buffer_mb,
         security=security or {},
     )
     from streams.app.run import run_worker

@@ -44,6 +44,19 @@ class Settings:
     # (it does not answer a multi-partition fetch early when records arrive), the clients'
     # defaults on Kafka (which does).
     fetch_wait_ms: int | None = None
+    # RocksDB memory per partition database (each table has one per assigned partition).
+    # Faust's defaults are a 2 GiB block cache and 3 x 64 MiB write buffers per database.
+    rocksdb_block_cache_mb: int = 32
+    rocksdb_write_buffer_mb: int = 8
+
+    def rocksdb_options(self) -> dict[str, int]:
+        """Faust's RocksDB store options (`Table(options=...)`): at most block cache + 2 write
+        buffers of memory per partition database."""
+        return {
+            "block_cache_size": self.rocksdb_block_cache_mb * 1024 * 1024,
+            "write_buffer_size": self.rocksdb_write_buffer_mb * 1024 * 1024,
+            "max_write_buffer_number": 2,
+        }
 
     def fetch_wait(self, embedded: bool) -> int | None:
         if self.fetch_wait_ms is not None:

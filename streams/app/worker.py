@@ -128,8 +128,12 @@ class Pipeline:
         n = settings.partitions
         self.by_user = app.topic(settings.by_user_topic, partitions=n, value_type=bytes)
         self.by_account = app.topic(settings.by_account_topic, partitions=n, value_type=bytes)
-        self.users = app.Table("users", partitions=n, value_type=bytes)
-        self.accounts = app.Table("accounts", partitions=n, value_type=bytes)
+        self.users = app.Table(
+            "users", partitions=n, value_type=bytes, options=settings.rocksdb_options()
+        )
+        self.accounts = app.Table(
+            "accounts", partitions=n, value_type=bytes, options=settings.rocksdb_options()
+        )
         restorer = Restorer(
             settings.broker, settings.security or None, self._count_restored, seal=embedded
         )
