@@ -1,14 +1,15 @@
-"""Writes a Faust table the way Faust does — the local RocksDB store, then the changelog — but
-the changelog records go through the librdkafka `Sink` in batches instead of Faust's per-record
-producer path. Faust still owns the table: it creates the store and the changelog topic, and
-restores the store from the changelog on assignment and after a wiped data dir; the records
-written here are byte-for-byte what `table[key] = value` would have sent (same key serializer,
-same partition, raw value), so that recovery reads them unchanged (tested against a real
-broker in `tests/integration/test_state_recovery.py`).
+"""Writes a Faust table's changelog and local RocksDB store, but the changelog records go through
+the librdkafka `Sink` in batches instead of Faust's per-record producer path, and the store is
+written in one RocksDB write batch per partition once the changelog has the records (reads see
+uncommitted writes: `get` looks at them first). Faust still owns the table: it creates the store
+and the changelog topic, and restores the store from the changelog on assignment and after a
+wiped data dir; the records written here are byte-for-byte what `table[key] = value` would have
+sent (same key serializer, same partition, raw value), so that recovery reads them unchanged
+(tested against a real broker in `tests/integration/test_worker_wiped_state.py`).
 
-`commit(partitions)` waits for delivery and then records each partition's last changelog
-offset as the store's persisted offset, as Faust's own send callback does: a worker that keeps
-its data dir then only reads the changelog written after it.
+`commit(partitions)` waits for delivery, writes the store and records each partition's last
+changelog offset as the store's persisted offset, as Faust's own send callback does: a worker
+that keeps its data dir then only reads the changelog written after it.
 
 On the embedded broker (Tansu bug 2 in the shared notes) its "latest offset" is the last batch's
 base offset + 1, which is wrong when that batch holds several records, and Faust's changelog
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
+import rocksdict
 from faust.types import TP
 
 from streams.app.sink import Sink
@@ -45,7 +47,8 @@ class TableWriter:
         self.table = table  # a faust Table of str -> bytes
         self.sink = sink
         self.seal = seal
-        self._written: set[int] = set()
+        # Written by `put`, not yet in the local store: partition -> key bytes -> value.
+        self._pending: dict[int, dict[bytes, bytes]] = {}
         self.key_bytes = self._key_encoder()
 
     @property
@@ -66,8 +69,13 @@ class TableWriter:
         return self.faust_key_bytes
 
     def get(self, partition: int, key: str) -> bytes | None:
-        """The stored value of `key` in `partition`'s database (no current event needed)."""
-        value: bytes | None = self._db(partition).get(self.key_bytes(key))
+        """The value of `key` in `partition`: what `put` wrote, committed or not (no current
+        event needed)."""
+        raw = self.key_bytes(key)
+        pending = self._pending.get(partition)
+        if pending is not None and raw in pending:
+            return pending[raw]
+        value: bytes | None = self._db(partition).get(raw)
         return value
 
     def _db(self, partition: int) -> Any:
@@ -80,20 +88,31 @@ class TableWriter:
             yield (key.decode() if isinstance(key, bytes) else str(key)), value
 
     def put(self, partition: int, key: str, value: bytes) -> None:
-        """Write the local store now and queue the changelog record (to the same partition,
-        which is where Faust's recovery looks for it)."""
+        """Queue the changelog record (to the same partition, which is where Faust's recovery
+        looks for it) and the local write; `commit` writes the local store in one batch per
+        partition once the changelog has it, so the store is never ahead of its changelog."""
         raw = self.key_bytes(key)
-        self._db(partition).put(raw, value)
+        self._pending.setdefault(partition, {})[raw] = value
         self.sink.produce(self.topic, value, raw, partition=partition)
-        self._written.add(partition)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions revoked: drop their uncommitted local writes."""
+        for part in partitions:
+            self._pending.pop(part, None)
 
     async def commit(self, partitions: Iterable[int] | None = None) -> None:
         """Deliver what `put` queued (for `partitions`, default all written), seal on the
         embedded broker, and record the persisted offsets."""
-        parts = set(self._written if partitions is None else partitions) & self._written
+        written = set(self._pending)
+        parts = written if partitions is None else set(partitions) & written
         if not parts:
             return
         await self.sink.flush()
+        for part in parts:
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for raw, value in self._pending.pop(part).items():
+                batch.put(raw, value)
+            self._db(part).write(batch)
         topic = self.topic
         if self.seal:
             seal = self.key_bytes(SEAL_KEY)
@@ -105,4 +124,3 @@ class TableWriter:
             offset = self.sink.delivered.get((topic, part))
             if offset is not None:
                 store.set_persisted_offset(TP(topic, part), offset)
-        self._written -= parts

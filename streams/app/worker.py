@@ -191,7 +191,7 @@ class Pipeline:
                     if isinstance(ev, Reject):  # cannot happen: ingest parsed it; never drop it
                         await self._send_dlq(raw, None, ev, "users")
                         continue
-                    stored = self.users.get(user_id)
+                    stored = self.users_writer.get(path, user_id)
                     before = UserRecord.from_bytes(stored) if stored else None
                     synthetic = mark != SYNTHETIC_DELIVERED
                     deliveries, reject, after = user_stage(ev, before, self.trait_keys, synthetic)
@@ -338,6 +338,11 @@ class Pipeline:
         self.metrics.rebalances_total.inc()
         parts = {tp.partition for tp in revoked if tp.topic == self.settings.by_account_topic}
         self.stage.forget(parts)
+        # Uncommitted user-table writes of revoked partitions: their records are re-read by
+        # the new owner; their stores are no longer ours to write.
+        self.users_writer.forget(
+            {tp.partition for tp in revoked if tp.topic == self.settings.by_user_topic}
+        )
         for tp in revoked:
             self.watermark.forget(tp.topic, tp.partition)
             self.metrics.forget_partition(tp.topic, tp.partition)
