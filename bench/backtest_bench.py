@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from streams.backtest.runner import run_backtest  # noqa: E402
+from streams.gc_tuning import tune_gc  # noqa: E402
 from streams.model.loader import load_model  # noqa: E402
 
 
@@ -58,6 +59,7 @@ def main() -> None:
     args = ap.parse_args()
     path = Path(args.file) if args.file else events_file(args.events)
     model = load_model(args.model)
+    tune_gc()  # as `pql backtest` does
     rates: list[float] = []
     lines = 0
     for _ in range(args.runs):

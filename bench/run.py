@@ -488,9 +488,11 @@ def _du(path: Path) -> int:
 def backtest(path: Path, reps: int) -> dict[str, Any]:
     """bench/backtest_bench.py's measurement: run_backtest wall time, lines read / s."""
     from streams.backtest.runner import run_backtest
+    from streams.gc_tuning import tune_gc
     from streams.model.loader import load_model
 
     model = load_model(str(MODEL))
+    tune_gc()  # as `pql backtest` does
     rates = []
     n = applied = 0
     for r in range(reps):

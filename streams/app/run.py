@@ -4,13 +4,13 @@ SIGTERM/SIGINT (Faust stops the agents, commits acked offsets and closes RocksDB
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 
 import faust
 
 from streams.app.settings import Settings
 from streams.broker.detect import is_embedded_broker
+from streams.gc_tuning import tune_gc
 from streams.io.topics import TopicSpec, ensure_topics, topic_partitions
 from streams.metrics import Metrics
 
@@ -43,16 +43,6 @@ def _use_uvloop() -> None:
     except ImportError:  # e.g. Windows: the standard loop works, slower
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-def _tune_gc() -> None:
-    """The cyclic collector's full passes walk every cached account state and every Faust
-    object; with the default thresholds they run every few thousand events. Everything built
-    at start-up is frozen out of the passes, and the young generation is collected less often
-    (still collected: reference cycles do not leak)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def run_worker(settings: Settings) -> int:
@@ -98,7 +88,7 @@ def run_worker(settings: Settings) -> int:
         quiet=True,
         redirect_stdouts=False,
     )
-    _tune_gc()
+    tune_gc()
     pipeline.ingest.start()
     try:
         worker.execute_from_commandline()

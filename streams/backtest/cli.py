@@ -14,6 +14,7 @@ from rich.table import Table
 
 from streams.backtest.runner import run_backtest
 from streams.events.timestamps import iso_to_epoch_ms
+from streams.gc_tuning import tune_gc
 from streams.model.errors import ModelError
 from streams.model.loader import load_model
 
@@ -72,6 +73,7 @@ def backtest(
             transient=True,
         ) as bar:
             task = bar.add_task("replay", total=total or None)
+            tune_gc()
             summary = run_backtest(
                 model,
                 [Path(p) if p != "-" else p for p in events],
