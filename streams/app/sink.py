@@ -46,7 +46,6 @@ class Sink:
         self.error: KafkaError | None = None
         # Highest delivered offset per (topic, partition): what a table's persisted offset is.
         self.delivered: dict[tuple[str, int], int] = {}
-        self.produced = 0
 
     def produce(
         self,
@@ -71,7 +70,6 @@ class Sink:
                 break
             except BufferError:  # the local queue is full: let deliveries drain it
                 self._producer.poll(0.05)
-        self.produced += 1
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:

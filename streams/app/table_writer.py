@@ -21,6 +21,7 @@ before anything is acked: whenever an offset can be committed, "latest" is exact
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -51,7 +52,7 @@ class TableWriter:
         self._pending: dict[int, dict[bytes, bytes]] = {}
         self.key_bytes = self._key_encoder()
 
-    @property
+    @cached_property
     def topic(self) -> str:
         return str(self.table.changelog_topic.get_topic_name())
 
