@@ -255,6 +255,7 @@ class AccountStage:
         owner from the last commit)."""
         for part in partitions:
             self.work.pop(part, None)
+        self.table.forget(partitions)
         if partitions:
             self.cache = {
                 a: s for a, s in self.cache.items() if self.partition_of(a) not in partitions

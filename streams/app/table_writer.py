@@ -50,6 +50,7 @@ class TableWriter:
         self.seal = seal
         # Written by `put`, not yet in the local store: partition -> key bytes -> value.
         self._pending: dict[int, dict[bytes, bytes]] = {}
+        self._revoked: set[int] = set()  # since their last put: never touch their stores
         self.key_bytes = self._key_encoder()
 
     @cached_property
@@ -94,12 +95,14 @@ class TableWriter:
         partition once the changelog has it, so the store is never ahead of its changelog."""
         raw = self.key_bytes(key)
         self._pending.setdefault(partition, {})[raw] = value
+        self._revoked.discard(partition)
         self.sink.produce(self.topic, value, raw, partition=partition)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions revoked: drop their uncommitted local writes."""
         for part in partitions:
             self._pending.pop(part, None)
+            self._revoked.add(part)
 
     async def commit(self, partitions: Iterable[int] | None = None) -> None:
         """Deliver what `put` queued (for `partitions`, default all written), seal on the
@@ -109,6 +112,8 @@ class TableWriter:
         if not parts:
             return
         await self.sink.flush()
+        # A rebalance during the flush may have revoked some (`forget`): not ours to write.
+        parts = {part for part in parts if part in self._pending}
         for part in parts:
             batch = rocksdict.WriteBatch(raw_mode=True)
             for raw, value in self._pending.pop(part).items():
@@ -121,7 +126,7 @@ class TableWriter:
                 self.sink.produce(topic, b"", seal, partition=part)
             await self.sink.flush()
         store = self.table.data
-        for part in parts:
+        for part in parts - self._revoked:
             offset = self.sink.delivered.get((topic, part))
             if offset is not None:
                 store.set_persisted_offset(TP(topic, part), offset)
