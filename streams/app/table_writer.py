@@ -50,6 +50,8 @@ class TableWriter:
         self.seal = seal
         # Written by `put`, not yet in the local store: partition -> key bytes -> value.
         self._pending: dict[int, dict[bytes, bytes]] = {}
+        # Taken by a commit, awaiting delivery: not yet in the local store either.
+        self._committing: dict[int, dict[bytes, bytes]] = {}
         self._revoked: set[int] = set()  # since their last put: never touch their stores
         self.key_bytes = self._key_encoder()
 
@@ -74,9 +76,10 @@ class TableWriter:
         """The value of `key` in `partition`: what `put` wrote, committed or not (no current
         event needed)."""
         raw = self.key_bytes(key)
-        pending = self._pending.get(partition)
-        if pending is not None and raw in pending:
-            return pending[raw]
+        for layer in (self._pending, self._committing):
+            written = layer.get(partition)
+            if written is not None and raw in written:
+                return written[raw]
         value: bytes | None = self._db(partition).get(raw)
         return value
 
@@ -90,36 +93,61 @@ class TableWriter:
             yield (key.decode() if isinstance(key, bytes) else str(key)), value
 
     def put(self, partition: int, key: str, value: bytes) -> None:
-        """Queue the changelog record (to the same partition, which is where Faust's recovery
-        looks for it) and the local write; `commit` writes the local store in one batch per
-        partition once the changelog has it, so the store is never ahead of its changelog."""
-        raw = self.key_bytes(key)
-        self._pending.setdefault(partition, {})[raw] = value
+        """Stage a write: `commit` sends it to the changelog (to the same partition, where
+        Faust's recovery looks for it) and only then to the local store. Reads see it at once;
+        the last write of a key before a commit is the only one sent."""
+        self._pending.setdefault(partition, {})[self.key_bytes(key)] = value
         self._revoked.discard(partition)
-        self.sink.produce(self.topic, value, raw, partition=partition)
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """Partitions revoked: drop their uncommitted local writes."""
+        """Partitions revoked: drop their uncommitted writes (their records are re-read by the
+        new owner; their stores are no longer ours to write)."""
         for part in partitions:
             self._pending.pop(part, None)
+            self._committing.pop(part, None)
             self._revoked.add(part)
 
-    async def commit(self, partitions: Iterable[int] | None = None) -> None:
-        """Deliver what `put` queued (for `partitions`, default all written), seal on the
-        embedded broker, and record the persisted offsets."""
-        written = set(self._pending)
-        parts = written if partitions is None else set(partitions) & written
-        if not parts:
+    def take(self, partitions: Iterable[int] | None = None) -> dict[int, dict[bytes, bytes]]:
+        """What `put` staged so far (for `partitions`, default all), for a `commit`: writes
+        staged after this call wait for the next one. Still visible to `get` meanwhile."""
+        staged = set(self._pending)
+        parts = staged if partitions is None else set(partitions) & staged
+        taking = {part: self._pending.pop(part) for part in parts}
+        self._committing.update(taking)
+        return taking
+
+    async def commit(
+        self,
+        partitions: Iterable[int] | None = None,
+        taken: dict[int, dict[bytes, bytes]] | None = None,
+    ) -> None:
+        """Send staged writes (`taken` earlier with `take`, else those of `partitions`, default
+        all) to the changelog, wait for delivery, write the local store in one batch per
+        partition, seal on the embedded broker, and record the persisted offsets. Changelog
+        records are produced here, not in `put`: take, flush what the state depends on
+        (transitions, forwarded events), then commit — the state is never delivered before
+        what it depends on."""
+        taking = self.take(partitions) if taken is None else taken
+        if not taking:
             return
-        await self.sink.flush()
-        # A rebalance during the flush may have revoked some (`forget`): not ours to write.
-        parts = {part for part in parts if part in self._pending}
-        for part in parts:
-            batch = rocksdict.WriteBatch(raw_mode=True)
-            for raw, value in self._pending.pop(part).items():
-                batch.put(raw, value)
-            self._db(part).write(batch)
+        parts = set(taking)
         topic = self.topic
+        produce = self.sink.produce
+        for part, writes in taking.items():
+            for raw, value in writes.items():
+                produce(topic, value, raw, partition=part)
+        try:
+            await self.sink.flush()
+            # A rebalance during the flush may have revoked some (`forget`): not ours to write.
+            parts = {part for part in parts if part in self._committing}
+            for part in parts:
+                batch = rocksdict.WriteBatch(raw_mode=True)
+                for raw, value in self._committing[part].items():
+                    batch.put(raw, value)
+                self._db(part).write(batch)
+        finally:
+            for part in taking:
+                self._committing.pop(part, None)
         if self.seal:
             seal = self.key_bytes(SEAL_KEY)
             for part in parts:

@@ -186,17 +186,20 @@ class Pipeline:
             if value[:1] == BATCH:
                 path = record.message.partition
                 out: dict[int, list[Item]] = defaultdict(list)
+                # This record's user writes, staged only once its forwards are sent (below):
+                # a commit then never carries user state whose forwards it has not flushed.
+                written: dict[str, bytes] = {}
                 for user_id, q, offset, mark, raw in decode_batch(value):
                     ev = parse_event(raw)  # the ingest stage forwards the original bytes
                     if isinstance(ev, Reject):  # cannot happen: ingest parsed it; never drop it
                         await self._send_dlq(raw, None, ev, "users")
                         continue
-                    stored = self.users_writer.get(path, user_id)
+                    stored = written.get(user_id) or self.users_writer.get(path, user_id)
                     before = UserRecord.from_bytes(stored) if stored else None
                     synthetic = mark != SYNTHETIC_DELIVERED
                     deliveries, reject, after = user_stage(ev, before, self.trait_keys, synthetic)
                     if after is not None:
-                        self.users_writer.put(path, user_id, after.to_bytes())
+                        written[user_id] = after.to_bytes()
                     if reject is not None:
                         await self._send_dlq(raw, user_id.encode(), reject, "users")
                     for k, (account, delivered) in enumerate(deliveries):
@@ -207,6 +210,8 @@ class Pipeline:
                         await self.by_account.send(
                             value=encode_batch(chunk), partition=part, force=True
                         )
+                for user_id, data in written.items():
+                    self.users_writer.put(path, user_id, data)
             self._forward_pending.append(record)
 
     async def _accounts(self, stream: Any) -> None:
@@ -271,8 +276,11 @@ class Pipeline:
         if not self._forward_pending:
             return
         batch, self._forward_pending = self._forward_pending, []
+        # Exactly those records' user writes (staged with them, no await in between); the
+        # state goes out only after their forwards are delivered.
+        taken = self.users_writer.take()
         await self._flush_producer()
-        await self.users_writer.commit()
+        await self.users_writer.commit(taken=taken)
         for record in batch:
             record.ack()
 

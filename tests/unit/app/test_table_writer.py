@@ -72,15 +72,23 @@ def _writer(tmp_path: Path, seal: bool = False) -> tuple[TableWriter, FakeSink, 
 
 def test_store_is_written_only_after_delivery(tmp_path: Path) -> None:
     writer, sink, store = _writer(tmp_path)
-    writer.put(1, "acct", b"v1")
-    assert sink.records == [(TOPIC, b"v1", b'"acct"', 1)]
+    writer.put(1, "acct", b"v0")
+    writer.put(1, "acct", b"v1")  # the last write of a key before a commit is the one sent
+    assert sink.records == []  # nothing goes out before commit
     assert writer.get(1, "acct") == b"v1"  # reads see the uncommitted write
     assert store._db_for_partition(1).get(b'"acct"') is None  # the store does not, yet
 
-    seen_in_store_at_flush: list[object] = []
-    sink.on_flush = lambda: seen_in_store_at_flush.append(store._db_for_partition(1).get(b'"acct"'))
+    at_flush: list[object] = []
+
+    def during_flush() -> None:
+        at_flush.append(list(sink.records))
+        at_flush.append(store._db_for_partition(1).get(b'"acct"'))
+        at_flush.append(writer.get(1, "acct"))
+
+    sink.on_flush = during_flush
     asyncio.run(writer.commit())
-    assert seen_in_store_at_flush == [None]  # still not while the changelog is being delivered
+    # produced by commit; not in the store while being delivered, but visible to reads
+    assert at_flush == [[(TOPIC, b"v1", b'"acct"', 1)], None, b"v1"]
     assert store._db_for_partition(1).get(b'"acct"') == b"v1"
     assert store.persisted == {1: 0}
     assert writer.get(1, "acct") == b"v1"
@@ -113,3 +121,17 @@ def test_partition_revoked_during_commit_is_not_written(tmp_path: Path) -> None:
     assert 3 not in store.dbs  # its database was never opened, let alone written
     assert store.persisted == {0: 0}
     assert writer.get(0, "kept") == b"k"
+
+
+def test_take_then_commit_leaves_later_writes_for_the_next_commit(tmp_path: Path) -> None:
+    writer, sink, store = _writer(tmp_path)
+    writer.put(2, "early", b"e")
+    taken = writer.take()
+    writer.put(2, "late", b"l")  # staged after the take: not part of this commit
+    asyncio.run(writer.commit(taken=taken))
+    assert store._db_for_partition(2).get(b'"early"') == b"e"
+    assert store._db_for_partition(2).get(b'"late"') is None
+    assert writer.get(2, "late") == b"l"
+    asyncio.run(writer.commit())
+    assert store._db_for_partition(2).get(b'"late"') == b"l"
+    assert store.persisted == {2: 1}
