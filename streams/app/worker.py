@@ -145,7 +145,8 @@ class Pipeline:
         self.users_writer = TableWriter(self.users, self.sink, seal=embedded)
         self.stage = AccountStage(
             self.scorer,
-            TableWriter(self.accounts, self.sink, seal=embedded),
+            # The account stage writes state only after its transitions are delivered.
+            TableWriter(self.accounts, self.sink, seal=embedded, produce_at_put=True),
             send_transition=self._send_transition,
             send_dlq=self._send_late_dlq,
             flush_producer=self._flush_sink,
