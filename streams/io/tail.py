@@ -29,6 +29,7 @@ from streams.io.topics import BrokerUnreachableError, topic_partitions
 DEFAULT_TOPIC = "pql-transitions"
 TOP_REASONS = 3
 PIPE_WIDTH = 160
+TAIL_FETCH_WAIT_MS = 20  # ms; see `tail`
 COLUMNS = ("occurred_at", "account", "kind", "score", "top reasons")
 KIND_STYLE = {
     "qualified": "bold green",
@@ -155,7 +156,11 @@ def iter_transitions(
         time.sleep(wait)
         partitions = topic_partitions(bootstrap, topic, security)
 
-    consumer = Consumer(consumer_config(bootstrap, None, security))
+    # A short fetch wait: the embedded broker answers a multi-partition fetch only after the
+    # full wait (librdkafka's 500 ms), and for an interactive tail the idle fetches are nothing.
+    consumer = Consumer(
+        consumer_config(bootstrap, None, security, fetch_wait_ms=TAIL_FETCH_WAIT_MS)
+    )
     try:
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         consumer.assign([TopicPartition(topic, p, start) for p in range(partitions)])
