@@ -6,6 +6,7 @@ the group, then SIGKILL."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -14,10 +15,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WATCHDOG = ROOT / "streams" / "broker" / "watchdog.py"
+RESULTS = ROOT / "bench" / "results"
 STOP_GRACE_S = 20.0
 
 _LIVE: list[Worker] = []
@@ -52,12 +57,7 @@ class Worker:
                 env=env,
                 start_new_session=True,
             )
-        self._watchdog = subprocess.Popen(
-            [sys.executable, str(WATCHDOG), str(self.proc.pid)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self._watchdog = guard(self.proc.pid)
         _LIVE.append(self)
         return self
 
@@ -131,6 +131,51 @@ class Worker:
         with contextlib.suppress(ValueError):
             _LIVE.remove(self)
         return time.monotonic() - t0
+
+
+def guard(pid: int) -> subprocess.Popen[bytes]:
+    """The watchdog (its own session) that kills `pid`'s process group when this process goes
+    away, even by SIGKILL; stop it by closing its stdin."""
+    return subprocess.Popen(
+        [sys.executable, str(WATCHDOG), str(pid)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_main(
+    run: Callable[[], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+    say: Callable[[str], None],
+    prefix: str = "",
+    failures: tuple[type[BaseException], ...] = (BenchError,),
+) -> int:
+    """A benchmark's `main`: Ctrl-C, SIGTERM and SIGHUP stop everything it started; the result
+    is written to bench/results/<prefix><UTC timestamp>.json and printed as a table."""
+    # Also when started with SIGINT ignored (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    try:
+        result = run()
+    except KeyboardInterrupt:
+        say("interrupted: everything it started is stopped")
+        return 130
+    except failures as e:
+        say(f"failed: {e}")
+        return 1
+    result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{prefix}{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"\nJSON: {out.relative_to(ROOT)}")
+    return 0
 
 
 def stop_all() -> None:

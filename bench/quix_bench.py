@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.procs import ROOT, WATCHDOG, BenchError, Worker, tail
+from bench.procs import ROOT, BenchError, Worker, guard, run_main, tail
 from bench.run import Bench, say
 from bench.workload import events_file
 from streams.app.settings import EMBEDDED_FETCH_WAIT_MS
@@ -41,7 +41,6 @@ from streams.io.topics import TopicSpec, ensure_topics
 VENV = ROOT / ".venv" / "bench-quix"
 REQUIREMENTS = ROOT / "bench" / "requirements-quix.txt"
 JOB = ROOT / "bench" / "quix_job.py"
-RESULTS = ROOT / "bench" / "results"
 PARTITIONS = 4
 IDLE_TIMEOUT_S = 30.0  # the job stops itself after this long without a new message
 UNLIMITED_RETENTION = {"retention.ms": "-1", "retention.bytes": "-1"}
@@ -98,12 +97,7 @@ class QuixJob(Worker):
                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
                 start_new_session=True,
             )
-        self._watchdog = subprocess.Popen(
-            [sys.executable, str(WATCHDOG), str(self.proc.pid)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self._watchdog = guard(self.proc.pid)
         _JOBS.append(self)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -302,34 +296,14 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines + [f"{x[0]:<{w1}}  {x[1]:>{w2}}  {x[2]}" for x in rows])
 
 
-def _terminate(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.quix_bench", description=__doc__)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--accounts", type=int, default=20_000)
     ap.add_argument("--reps", type=int, default=1)
     args = ap.parse_args(argv)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
-    try:
-        result = run(args)
-    except KeyboardInterrupt:
-        say("interrupted: everything it started is stopped")
-        return 130
-    except (BenchError, subprocess.CalledProcessError) as e:
-        say(f"failed: {e}")
-        return 1
-    result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"quix-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(result))
-    print(f"\nJSON: {out.relative_to(ROOT)}")
-    return 0
+    failures = (BenchError, subprocess.CalledProcessError)
+    return run_main(lambda: run(args), table, say, prefix="quix-", failures=failures)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ included). Prints progress to stderr, a table to stdout, and writes bench/result
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -29,7 +28,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from bench.procs import ROOT, BenchError, Worker, stop_all
+from bench.procs import ROOT, BenchError, Worker, run_main, stop_all
 from bench.workload import events_file
 from streams.app.settings import EMBEDDED_FETCH_WAIT_MS
 from streams.broker.embedded import EmbeddedBroker, free_port
@@ -39,7 +38,6 @@ from streams.io.produce import EventKeyer, first_groups, produce_file, read_line
 from streams.io.topics import TopicSpec, ensure_topics
 
 MODEL = ROOT / "examples" / "team-chat.yaml"
-RESULTS = ROOT / "bench" / "results"
 PARTITIONS = 4
 SETTLE_S = 3.0  # processed must stay unchanged this long after the input lag reached 0
 STALL_S = 30.0  # ...and if it never reaches the backtest's count, this long
@@ -762,31 +760,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
-def _terminate(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Also when started with SIGINT ignored (a background job of a non-interactive shell).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
-    try:
-        result = run(args)
-    except KeyboardInterrupt:
-        say("interrupted: everything it started is stopped")
-        return 130
-    except BenchError as e:
-        say(f"failed: {e}")
-        return 1
-    result["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(result))
-    print(f"\nJSON: {out.relative_to(ROOT)}")
-    return 0
+    return run_main(lambda: run(args), table, say)
 
 
 if __name__ == "__main__":
