@@ -91,6 +91,23 @@ def _env(name: str) -> str:
     help="Wall seconds an account must be idle before stream time advances it.",
 )
 @click.option(
+    "--flush-interval",
+    envvar=_env("FLUSH_INTERVAL"),
+    default=0.2,
+    type=click.FloatRange(min=0.01),
+    show_default=True,
+    help="Seconds account state may stay unwritten (write-behind) before a flush; records are "
+    "acked, so their input offsets committed, only after it.",
+)
+@click.option(
+    "--flush-max-events",
+    envvar=_env("FLUSH_MAX_EVENTS"),
+    default=2_000,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="...or after this many events. Larger flushes write each busy account less often.",
+)
+@click.option(
     "--fetch-wait-ms",
     envvar=_env("FETCH_WAIT_MS"),
     default=None,
@@ -131,6 +148,8 @@ def worker(
     session_timeout: float,
     watermark_grace: float,
     advance_idle: float,
+    flush_interval: float,
+    flush_max_events: int,
     fetch_wait_ms: int | None,
     rocksdb_block_cache_mb: int,
     rocksdb_write_buffer_mb: int,
@@ -162,6 +181,8 @@ def worker(
         session_timeout_s=session_timeout,
         watermark_grace_ms=int(watermark_grace * 1000),
         advance_idle_s=advance_idle,
+        flush_interval_s=flush_interval,
+        flush_max_events=flush_max_events,
         fetch_wait_ms=fetch_wait_ms,
         rocksdb_block_cache_mb=rocksdb_block_cache_mb,
         rocksdb_write_buffer_mb=rocksdb_write_buffer_mb,
