@@ -92,6 +92,7 @@ class Metrics:
         self.registry: CollectorRegistry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self._last_event_time: dict[tuple[str, int], float] = {}
+        self._last_commit = 0.0
 
         # -- lag -----------------------------------------------------------------------------
         self.consumer_lag_messages = Gauge(
@@ -250,6 +251,13 @@ class Metrics:
         key = (topic, partition)
         if event_time > self._last_event_time.get(key, float("-inf")):
             self._last_event_time[key] = event_time
+
+    def mark_committed(self, at: float) -> None:
+        """An offset commit at Unix time `at` (by the account stage or the ingest process):
+        the gauge keeps the latest."""
+        if at > self._last_commit:
+            self._last_commit = at
+            self.last_commit_timestamp_seconds.set(at)
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop a revoked partition from the lag-seconds bookkeeping and exposition."""

@@ -1,4 +1,5 @@
-"""The ingest stage: reads the input topic with confluent-kafka (librdkafka) in a thread, parses
+"""The ingest stage: reads the input topic with confluent-kafka (librdkafka) in its own process
+(`streams.app.ingest_process`, so parsing and routing do not share the worker's GIL), parses
 and routes each event, and forwards them to the internal topics in *batches* — one record per
 destination partition per poll — so the Faust agents pay their per-record cost once per batch
 instead of once per event (Faust's per-record path tops out near 15k records/s here).
@@ -25,7 +26,8 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import msgspec
@@ -42,7 +44,6 @@ from streams.events.routing import route_local
 from streams.events.types import Reject
 from streams.io.kafka_config import consumer_config, producer_config
 from streams.io.read import read_partition
-from streams.metrics import Metrics
 
 log = logging.getLogger("streams.ingest")
 
@@ -58,59 +59,95 @@ def partition_of(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
-class Ingest:
-    def __init__(
-        self,
-        settings: Settings,
-        metrics: Metrics,
-        watermark: Watermark,
-        user_trait_keys: frozenset[str],
-        embedded: bool = False,
-    ) -> None:
-        self.settings = settings
-        self.metrics = metrics
-        self.watermark = watermark
-        self.trait_keys = user_trait_keys
-        self.partitions = settings.partitions
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
-        self.assigned: set[int] = set()
-        self.local: dict[int, dict[str, UserRecord]] = {}  # input partition -> user -> record
-        security = settings.security or None
-        conf = consumer_config(
-            settings.broker,
-            settings.resolved_app_id,
-            security,
+@dataclass(frozen=True)
+class IngestConfig:
+    """What the ingest stage needs of the worker's settings (picklable: it is handed to the
+    ingest process; `Settings` holds the compiled model, which is not)."""
+
+    broker: str
+    security: dict[str, str] | None
+    group: str  # the consumer group: the app id
+    instance_id: str | None
+    session_timeout_ms: int
+    fetch_wait_ms: int | None
+    partitions: int  # of the internal topics
+    input_topic: str
+    dlq_topic: str
+    by_account_topic: str
+    by_user_topic: str
+    users_topic: str  # the ingest stage's local routing state
+    trait_keys: frozenset[str]  # user traits the model reads
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, trait_keys: frozenset[str], embedded: bool
+    ) -> IngestConfig:
+        return cls(
+            broker=settings.broker,
+            security=settings.security or None,
+            group=settings.resolved_app_id,
+            instance_id=settings.instance_id,
             session_timeout_ms=int(settings.session_timeout_s * 1000),
             fetch_wait_ms=settings.fetch_wait(embedded),
+            partitions=settings.partitions,
+            input_topic=settings.input_topic,
+            dlq_topic=settings.dlq_topic,
+            by_account_topic=settings.by_account_topic,
+            by_user_topic=settings.by_user_topic,
+            users_topic=settings.ingest_users_topic,
+            trait_keys=trait_keys,
         )
-        if settings.instance_id:
-            conf["group.instance.id"] = settings.instance_id  # static membership
+
+
+@dataclass
+class IngestStats:
+    """What the ingest stage has done, cumulative (so the latest copy supersedes any earlier
+    one): the worker turns it into its metrics."""
+
+    consumed: int = 0  # input records read
+    rejected: dict[str, int] = field(default_factory=dict)  # by reason; each one dead-lettered
+    committed_at: float = 0.0  # Unix time of the last input offset commit
+    event_time: dict[int, float] = field(default_factory=dict)  # input partition -> latest (s)
+    assigned: frozenset[int] = frozenset()  # input partitions read
+
+
+class Ingest:
+    def __init__(self, config: IngestConfig, stats: IngestStats, watermark: Watermark) -> None:
+        self.config = config
+        self.stats = stats
+        self.watermark = watermark
+        self.trait_keys = config.trait_keys
+        self.partitions = config.partitions
+        self._stop = threading.Event()
+        self.local: dict[int, dict[str, UserRecord]] = {}  # input partition -> user -> record
+        conf = consumer_config(
+            config.broker,
+            config.group,
+            config.security,
+            session_timeout_ms=config.session_timeout_ms,
+            fetch_wait_ms=config.fetch_wait_ms,
+        )
+        if config.instance_id:
+            conf["group.instance.id"] = config.instance_id  # static membership
         self._consumer = Consumer(conf)
-        self._producer = Producer(producer_config(settings.broker, security, linger_ms=2))
-        self._consumed = metrics.events_consumed_total.labels(settings.input_topic)
+        self._producer = Producer(producer_config(config.broker, config.security, linger_ms=2))
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="pql-ingest", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self) -> None:
+        """Ask `run` to return after the poll under way (safe from a signal handler)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
-    def _run(self) -> None:
+    def run(self, after_poll: Callable[[], None] | None = None) -> None:
+        """Poll until `stop`; `after_poll` runs after every poll (and so after every
+        assignment change). Raises what failed; closes the clients either way."""
         try:
             self._consumer.subscribe(
-                [self.settings.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+                [self.config.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
             )
             while not self._stop.is_set():
                 self._poll_once()
-        except BaseException as exc:  # surfaced by the worker, which then stops
-            log.exception("ingest stage failed")
-            self.error = exc
+                if after_poll is not None:
+                    after_poll()
         finally:
             try:
                 self._producer.flush(10)
@@ -129,10 +166,10 @@ class Ingest:
             self.local[q] = self._restore_local(q, committed.get(q, 0))
             if committed.get(q, 0) > 0:
                 self._restore_stream_time(q, committed[q])
-        self.assigned |= {tp.partition for tp in partitions}
+        self.stats.assigned |= {tp.partition for tp in partitions}
         log.info(
             "ingest assigned input partitions %s (%d users restored)",
-            sorted(self.assigned),
+            sorted(self.stats.assigned),
             sum(len(self.local[tp.partition]) for tp in partitions),
         )
 
@@ -140,17 +177,16 @@ class Ingest:
         for tp in partitions:
             self.watermark.forget(tp.topic, tp.partition)
             self.local.pop(tp.partition, None)
-        self.assigned -= {tp.partition for tp in partitions}
+            self.stats.event_time.pop(tp.partition, None)
+        self.stats.assigned -= {tp.partition for tp in partitions}
 
     def _read_partition(self, topic: str, partition: int, start: int) -> Iterator[Message]:
         """Every record of one partition from `start` to its end."""
-        return read_partition(
-            self.settings.broker, topic, partition, start, self.settings.security or None
-        )
+        return read_partition(self.config.broker, topic, partition, start, self.config.security)
 
     def _restore_local(self, q: int, committed: int) -> dict[str, UserRecord]:
         users: dict[str, UserRecord] = {}
-        for m in self._read_partition(self.settings.ingest_users_topic, q, 0):
+        for m in self._read_partition(self.config.users_topic, q, 0):
             value = m.value()
             if not value:
                 continue
@@ -162,12 +198,12 @@ class Ingest:
 
     def _restore_stream_time(self, q: int, committed: int) -> None:
         """Stream time survives a restart: the event time of the last committed record."""
-        for m in self._read_partition(self.settings.input_topic, q, committed - 1):
+        for m in self._read_partition(self.config.input_topic, q, committed - 1):
             ev = parse_event(m.value() or b"")
             if not isinstance(ev, Reject):
                 offset = m.offset()
                 assert offset is not None  # read_partition yields records, never errors
-                self.watermark.observe(self.settings.input_topic, q, ev.ts, offset, None)
+                self.watermark.observe(self.config.input_topic, q, ev.ts, offset, None)
             return
 
     # -- one poll -----------------------------------------------------------------------------
@@ -182,7 +218,7 @@ class Ingest:
         latest: dict[int, int] = {}
         n = self.partitions
         trait_keys = self.trait_keys
-        users_topic = self.settings.ingest_users_topic
+        users_topic = self.config.users_topic
         consumed = 0
         for m in msgs:
             err = m.error()
@@ -215,22 +251,24 @@ class Ingest:
             if forward:  # the user stage gets the original bytes (its rejects go to the DLQ)
                 mark = SYNTHETIC_DELIVERED if len(deliveries) > 1 else DIRECT
                 to_user[partition_of(uid, n)].append((uid, q, offset, mark, raw))
-        self._consumed.inc(consumed)
-        self._send(self.settings.by_account_topic, to_account)
-        self._send(self.settings.by_user_topic, to_user)
+        self.stats.consumed += consumed
+        self._send(self.config.by_account_topic, to_account)
+        self._send(self.config.by_user_topic, to_user)
         remaining = self._producer.flush(30)
         if remaining:
             raise RuntimeError(f"{remaining} forwarded records not delivered within 30 s")
         if self._delivery_error is not None:
             raise RuntimeError(f"forwarding failed: {self._delivery_error}")
-        topic = self.settings.input_topic
+        topic = self.config.input_topic
         self._consumer.commit(
             offsets=[TopicPartition(topic, q, o + 1) for q, o in last.items()], asynchronous=False
         )
-        self.metrics.last_commit_timestamp_seconds.set(time.time())
+        self.stats.committed_at = time.time()
+        event_time = self.stats.event_time
         for q, ts in latest.items():
             self.watermark.observe(topic, q, ts, last[q], self._highwater(q))
-            self.metrics.record_event_time(topic, q, ts / 1000)
+            if ts / 1000 > event_time.get(q, float("-inf")):
+                event_time[q] = ts / 1000
 
     _delivery_error: Any = None
 
@@ -270,16 +308,16 @@ class Ingest:
             ("pql-field", (reject.field or "").encode()),
             ("pql-stage", b"ingest"),
         ]
-        self._produce(self.settings.dlq_topic, raw, key=key, headers=headers)
-        self.metrics.events_rejected_total.labels(reject.reason.value).inc()
-        self.metrics.dlq_produced_total.labels(reject.reason.value).inc()
+        self._produce(self.config.dlq_topic, raw, key=key, headers=headers)
+        reason = reject.reason.value
+        self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
 
     # -- stream time --------------------------------------------------------------------------
     def _highwater(self, partition: int) -> int | None:
         """From the last fetch response (correct on the embedded broker, unlike ListOffsets)."""
         try:
             _, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.settings.input_topic, partition), cached=True
+                TopicPartition(self.config.input_topic, partition), cached=True
             )
         except Exception:  # noqa: BLE001 - unknown yet
             return None

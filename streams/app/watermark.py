@@ -22,7 +22,7 @@ class _Progress:
 
 class Watermark:
     def __init__(self, grace_ms: int) -> None:
-        # Written by the ingest thread, read by the Faust event loop.
+        # Written by the ingest process (through `replace`), read by the Faust event loop.
         self._lock = threading.Lock()
         self.grace_ms = grace_ms
         self._parts: dict[tuple[str, int], _Progress] = {}
@@ -50,6 +50,25 @@ class Watermark:
         for (topic, partition), p in stale:
             hw = highwater(topic, partition)
             p.behind = hw is not None and p.offset + 1 < hw
+
+    def snapshot(self, topic: str) -> dict[int, tuple[int, int, bool]]:
+        """Partition -> (latest event time, offset, behind) of one topic, to hand to another
+        process's `replace`."""
+        with self._lock:
+            return {
+                part: (p.latest, p.offset, p.behind)
+                for (t, part), p in self._parts.items()
+                if t == topic
+            }
+
+    def replace(self, topic: str, parts: dict[int, tuple[int, int, bool]]) -> None:
+        """Take over one topic's progress from a `snapshot` (partitions absent are forgotten);
+        the value already reached never moves back."""
+        with self._lock:
+            for key in [k for k in self._parts if k[0] == topic]:
+                del self._parts[key]
+            for part, (latest, offset, behind) in parts.items():
+                self._parts[(topic, part)] = _Progress(latest, offset, behind)
 
     def forget(self, topic: str, partition: int) -> None:
         with self._lock:

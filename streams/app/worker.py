@@ -1,6 +1,7 @@
-"""The worker: a confluent-kafka ingest stage in a thread, then two Faust agents over batches.
+"""The worker: a confluent-kafka ingest stage in a child process, then two Faust agents over
+batches.
 
-    input topic ──ingest (thread)──┬─────────────────────────► <app>-by-account ──accounts──► out
+    input topic ─ingest (process)──┬─────────────────────────► <app>-by-account ──accounts──► out
     (any keying)   parse, route,   │ events naming no account,    (batches keyed by   │       topic
         │ bad      batch per       │ group calls, identifies      account partition)  │
         ▼ input    partition       └──► <app>-by-user ──users──────────┘              ▼
@@ -29,7 +30,8 @@ from faust.types import TP
 
 from streams.app.accounts import AccountStage
 from streams.app.faust_transport import install as install_transport
-from streams.app.ingest import MAX_ITEMS_PER_RECORD, Ingest, partition_of
+from streams.app.ingest import MAX_ITEMS_PER_RECORD, IngestConfig, partition_of
+from streams.app.ingest_process import IngestProcess
 from streams.app.restore import Restorer, RestoringTable
 from streams.app.settings import Settings
 from streams.app.sink import Sink
@@ -54,6 +56,9 @@ from streams.events.types import Event, Reject
 from streams.io.lag import consumer_group_lag
 from streams.metrics import Metrics
 from streams.scoring.engine import Scorer
+
+# How often the worker applies the ingest process's report (stream time, its metrics).
+INGEST_REPORT_INTERVAL_S = 0.05
 
 log = logging.getLogger("streams.worker")
 
@@ -160,7 +165,12 @@ class Pipeline:
         self._forward_pending: list[Any] = []
         self.embedded = embedded
         self.ready = False
-        self.ingest = Ingest(settings, metrics, self.watermark, self.trait_keys, embedded)
+        self.ingest = IngestProcess(
+            IngestConfig.from_settings(settings, self.trait_keys, embedded),
+            metrics,
+            self.watermark,
+            settings.log_level,
+        )
         self._wire()
 
     # -- agents ------------------------------------------------------------------------------
@@ -174,6 +184,7 @@ class Pipeline:
         # mode's handler type wants `*args`; these take exactly what the signals send.
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_rebalance_complete.connect(self._on_rebalanced)  # type: ignore[arg-type]
+        app.timer(INGEST_REPORT_INTERVAL_S)(self._pump_ingest)
         app.timer(1.0)(self._check_ingest)
         from streams.app.web import register_pages
 
@@ -265,11 +276,15 @@ class Pipeline:
         mine = self.ingest.assigned  # the input partitions this worker's ingest reads
         self.metrics.set_consumer_lag([r for r in rows if r.partition in mine])
 
+    async def _pump_ingest(self) -> None:
+        """The ingest process's latest report: stream time and its metrics."""
+        self.ingest.pump()
+
     async def _check_ingest(self) -> None:
-        """The ingest thread and the sink are part of the worker: if either failed, so does the
-        worker (its supervisor restarts it; nothing was committed past what was delivered)."""
-        if self.ingest.error is not None:
-            raise RuntimeError("the ingest stage failed") from self.ingest.error
+        """The ingest process and the sink are part of the worker: if either failed, so does
+        the worker (its supervisor restarts it; nothing was committed past what was
+        delivered)."""
+        self.ingest.check()
         self.sink.check()
 
     async def _ack_forwarded(self) -> None:
@@ -302,7 +317,7 @@ class Pipeline:
 
     async def _flush_sink(self) -> None:
         await self.sink.flush()
-        self.metrics.last_commit_timestamp_seconds.set(time.time())
+        self.metrics.mark_committed(time.time())
 
     async def _flush_producer(self) -> None:
         """Both producers: Faust's (records between the stages) and the sink."""

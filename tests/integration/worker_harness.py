@@ -308,8 +308,14 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def assert_no_stray_processes(pgids: Iterable[int]) -> None:
+def assert_no_stray_processes(pgids: Iterable[int], wait_s: float = 5.0) -> None:
+    """Every process of these groups (a worker and its ingest process) is gone; killed ones
+    get `wait_s` to be reaped."""
+    deadline = time.monotonic() + wait_s
     alive = [pgid for pgid in pgids if _group_alive(pgid)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [pgid for pgid in alive if _group_alive(pgid)]
     assert not alive, f"worker process groups still alive: {alive}"
 
 
