@@ -10,7 +10,7 @@ account per flush. librdkafka batches in C; `produce` costs a few µs of Python.
 Delivery is awaited with `flush()`, which polls so the event loop keeps serving the other
 agents meanwhile. A failed delivery is fatal: `error` is set, `flush()` raises, and the
 worker's health check stops the process (its supervisor restarts it; nothing unflushed was
-acked).
+acked). A record librdkafka refuses at once (`produce` raising) counts the same.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.io.kafka_config import producer_config
 
@@ -70,6 +70,10 @@ class Sink:
                 break
             except BufferError:  # the local queue is full: let deliveries drain it
                 self._producer.poll(0.05)
+            except KafkaException as exc:  # refused at once (e.g. a partition the topic lacks)
+                if self.error is None:
+                    self.error = exc.args[0]
+                self.check()
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
