@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import re
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.scoring.engine import Scorer
-from streams.scoring.transitions import transition_id
+from streams.scoring.transitions import iso_ms, transition_id
 from tests.unit.scoring.util import (
     DAY,
     HOUR,
@@ -299,3 +300,31 @@ def test_schema_validator_is_able_to_fail() -> None:
         t | {"extra": 1},
     ):
         assert list(VALIDATOR.iter_errors(broken)), broken
+
+
+def _datetime_iso_ms(epoch_ms: int | float) -> str:
+    """The reference `iso_ms` reproduces: datetime's own conversion and formatting."""
+    dt = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    ms=st.integers(min_value=0, max_value=4_100_000_000_000)
+    | st.floats(min_value=0.0, max_value=4.1e12)
+    | st.integers(min_value=1_700_000_000_000, max_value=1_900_000_000_000).flatmap(
+        lambda ms: st.sampled_from([0.0, 0.0005, 0.00049999, 0.9994999999, 0.9995, 0.9999995]).map(
+            lambda frac: ms + frac
+        )
+    )
+)
+def test_iso_ms_matches_datetime(ms: int | float) -> None:
+    assert iso_ms(ms) == _datetime_iso_ms(ms)
+
+
+def test_iso_ms_edges() -> None:
+    for ms in (0, 1, 999, 59_999, 60_000, 86_399_999, 3_999_999_999_999, 4_000_000_000_000, -1):
+        assert iso_ms(ms) == _datetime_iso_ms(ms)
+    for f in (0.0, 0.0005, 0.9999995, 999.9999995, 1_767_225_599_999.9996, -0.5, 4.1e12):
+        assert iso_ms(f) == _datetime_iso_ms(f)
+    assert iso_ms(1_767_225_600_123) == "2026-01-01T00:00:00.123Z"
