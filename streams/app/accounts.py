@@ -5,11 +5,11 @@ Per by-account partition:
 
 - decoded states live in an in-memory cache; each event updates the cached state and marks the
   account dirty — no table write per event;
-- every `flush_interval_s` or `flush_max_events` (and on every time tick) the partition is
-  flushed *inside the iteration of one of its own records*: wait until every transition sent so
-  far is delivered, write each dirty account once to the table (one changelog record per account
-  per flush, not per event), wait for those, and only then ack the partition's events so Faust
-  may commit their offsets;
+- every `flush_interval_s` or `flush_max_events` (checked on every record, time ticks included,
+  so a quiet partition is flushed too) the partition is flushed *inside the iteration of one of
+  its own records*: wait until every transition sent so far is delivered, write each dirty
+  account once to the table (one changelog record per account per flush, not per event), wait
+  for those, and only then ack the partition's events so Faust may commit their offsets;
 - every state carries, per (input partition, path), the highest position applied to it
   (`streams/app/wire.py`), so an event a stage re-sends or re-reads after a crash is skipped if
   the restored state already holds it and applied otherwise — state never counts an event twice
@@ -34,7 +34,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from streams.app.table_writer import TableWriter
-from streams.app.wire import BATCH, TICK, decode_batch
+from streams.app.wire import BATCH, decode_batch
 from streams.events.codec import decode_event
 from streams.events.types import Event, Reject
 from streams.scoring.engine import Scorer
@@ -128,9 +128,11 @@ class AccountStage:
             self._since = time.monotonic()
         if watermark is not None:
             await self._advance(work, watermark)
+        # A tick flushes only when the interval is up, like any record: it is there so a quiet
+        # partition gets a record to check the interval on, not to flush on its own (ticks of
+        # every partition would otherwise flush several times per tick interval).
         if (
-            kind == TICK
-            or self._events >= self.flush_max_events
+            self._events >= self.flush_max_events
             or time.monotonic() - self._since >= self.flush_interval_s
         ):
             await self.flush()
