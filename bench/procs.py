@@ -104,7 +104,7 @@ class Worker:
 
     def peak_rss_kib(self) -> int:
         """VmHWM of the worker and every descendant (KiB)."""
-        return sum(_vmhwm(pid) for pid in [self.pid, *_descendants(self.pid)])
+        return sum(_vmhwm(pid) for pid in [self.pid, *descendants(self.pid)])
 
     def stop(self, grace: float = STOP_GRACE_S) -> float:
         """SIGTERM the group; wait; SIGKILL. Returns seconds it took."""
@@ -197,7 +197,7 @@ def _vmhwm(pid: int) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     out: list[int] = []
     todo = [pid]
     while todo:

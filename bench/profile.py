@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.procs import Worker, stop_all
+from bench.procs import Worker, descendants, stop_all
 from bench.run import MODEL, PARTITIONS, metric_sum, say
 from bench.workload import events_file
 from streams.broker.embedded import EmbeddedBroker, free_port
@@ -105,20 +105,23 @@ def main(argv: list[str] | None = None) -> int:
         folded = args.out / "worker.folded"
         cmd = [spy, "record", "--pid", str(w.pid), "--duration", str(int(args.seconds))]
         cmd += ["--rate", "200", "--format", "raw", "--output", str(folded), "--nonblocking"]
+        cmd += ["--subprocesses"]  # the ingest process too
         if args.native:
             cmd.append("--native")
         t0 = time.monotonic()
         p0 = metric_sum(w.metrics(), "pql_events_processed_total")
         assert broker.pid is not None
-        cpu0 = cpu_seconds(w.pid), cpu_seconds(broker.pid)
+        pids = [w.pid, *descendants(w.pid), broker.pid]  # worker, its ingest process, broker
+        cpu0 = [cpu_seconds(pid) for pid in pids]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        cpu1 = cpu_seconds(w.pid), cpu_seconds(broker.pid)
+        cpu1 = [cpu_seconds(pid) for pid in pids]
         p1 = metric_sum(w.metrics(), "pql_events_processed_total")
         wall = time.monotonic() - t0
         say(f"processed {p1 - p0:,.0f} events while sampling (~{(p1 - p0) / wall:,.0f}/s)")
+        shares = [f"{100 * (b - a) / wall:.0f}%" for a, b in zip(cpu0, cpu1, strict=True)]
         say(
-            f"CPU while sampling: worker {100 * (cpu1[0] - cpu0[0]) / wall:.0f}%, "
-            f"broker {100 * (cpu1[1] - cpu0[1]) / wall:.0f}% (of one core)"
+            f"CPU while sampling (of one core): worker {shares[0]}, "
+            f"its child processes {', '.join(shares[1:-1]) or '-'}, broker {shares[-1]}"
         )
         w.stop()
         print(summarize(folded, args.top))
