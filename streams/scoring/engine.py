@@ -80,6 +80,8 @@ class Scorer:
         self.codec = StateCodec(self.model_tag)
         self.longest_window = model.longest_window_ms
         self.segment_names = [s.name for s in model.segments]
+        # Per signal index: its name and bound `value` (what an incremental evaluation reads).
+        self._value_of = [(op.spec.name, op.value) for op in self.plan.ops]
 
     # -- state -----------------------------------------------------------------------------
     def new_state(self) -> AccountState:
@@ -87,12 +89,12 @@ class Scorer:
 
     # -- events ----------------------------------------------------------------------------
     def apply(self, account_id: str, state: AccountState | None, ev: Event) -> Outcome:
+        ts = ev.ts
         if state is None:
             state = self.new_state()
-            state.first_seen = ev.ts
-            state.clock = ev.ts
-        ts = ev.ts
-        if ts < state.clock:
+            state.first_seen = ts
+            state.clock = ts
+        elif ts < state.clock:
             return self._apply_late(account_id, state, ev)
         transitions = self.advance(account_id, state, ts) if state.next_expiry <= ts else []
         changed = self.plan.apply(state, ev)
@@ -168,11 +170,11 @@ class Scorer:
                 state.__dict__[_CACHE] = cache
         else:
             values = cache.values
-            ops = self.plan.ops
             sigs = state.signals
-            names = self.plan.names
+            value_of = self._value_of
             for i in changed:
-                values[names[i]] = ops[i].value(sigs[i], state)
+                name, value = value_of[i]
+                values[name] = value(sigs[i], state)
             if not self.evaluator.reevaluate(cache, changed, state.pql):
                 state.score = cache.score
                 return []

@@ -38,7 +38,7 @@ def _rule_points(rule: Rule, values: Mapping[str, Any]) -> Number:
     if isinstance(rule, WhenRule):
         return rule.points if rule.when.fn(values) else 0
     v = values.get(rule.signal)
-    if v is None or isinstance(v, bool | str) or not isinstance(v, int | float):
+    if v is None or isinstance(v, (bool, str)) or not isinstance(v, (int, float)):
         return 0
     pts = math.floor(v / rule.every) * rule.points
     if rule.max is not None:
@@ -59,8 +59,15 @@ def _points_fn(rule: Rule) -> PointsFn:
     signal, every, per, cap = rule.signal, rule.every, rule.points, rule.max
 
     def per_points(values: Mapping[str, Any]) -> Number:
-        v = values.get(signal)
-        if v is None or isinstance(v, bool | str) or not isinstance(v, int | float):
+        v: Any = values.get(signal)
+        t = type(v)
+        # The common case, a count or a sum, is decided by the first two tests (a `bool | str`
+        # in isinstance builds a union object per call).
+        if (
+            t is not int
+            and t is not float
+            and (v is None or isinstance(v, (bool, str)) or not isinstance(v, (int, float)))
+        ):
             return 0
         pts = math.floor(v / every) * per
         if cap is not None:
@@ -147,6 +154,12 @@ class Evaluator:
         self.score_segments = readers.get("score", nobody).segments
         self.pql_segments = readers.get("pql", nobody).segments
         self.segment_readers = [readers.get(seg.name, nobody).segments for seg in self.segments]
+        # Per signal index, what `reevaluate` needs: ((rule index, its points function), ...),
+        # whether the qualify condition reads it, the segments reading it.
+        self._signal_deps = [
+            (tuple((k, self.points_fns[k]) for k in r.rules), r.qualify, r.segments)
+            for r in self.signal_readers
+        ]
 
     def decide(self, values: dict[str, Any], was_pql: bool) -> Decision:
         """Mutates `values`, adding `score`, `pql` and each segment's membership."""
@@ -175,22 +188,22 @@ class Evaluator:
         either way: read `cache.score`)."""
         values = cache.values
         points = cache.points
-        fns = self.points_fns
+        deps = self._signal_deps
         requalify = cache.was_pql is not was_pql  # the last evaluation flipped the status
         rescore = False
         dirty: set[int] | None = None  # segments to re-evaluate
         for i in changed:
-            readers = self.signal_readers[i]
-            for k in readers.rules:
-                pts = fns[k](values)
+            rules, qualify, readers = deps[i]
+            for k, fn in rules:
+                pts = fn(values)
                 old = points[k]
                 if pts != old or type(pts) is not type(old):  # not _same(), inlined
                     points[k] = pts
                     rescore = True
-            if readers.qualify:
+            if qualify:
                 requalify = True
-            if readers.segments:
-                dirty = set(readers.segments) if dirty is None else dirty.union(readers.segments)
+            if readers:
+                dirty = set(readers) if dirty is None else dirty.union(readers)
         if rescore:
             score = _total(points)
             if not _same(score, cache.score):

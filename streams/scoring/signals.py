@@ -12,6 +12,8 @@ count as activity.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from streams.events.types import Event, EventType
 from streams.model.spec import Model, Signal, SignalKind, Value
@@ -19,6 +21,11 @@ from streams.state.account import MAX_KEYS_PER_SIGNAL, NEVER, AccountState, Sign
 from streams.state.windows import expired_keys, expiry_of
 
 DAY_MS = 86_400_000
+
+# One signal as `SignalPlan.apply` runs it: (index, `where` or None, bound `update`).
+_Step = tuple[
+    int, Callable[[Any], Any] | None, Callable[[SignalState, Event, AccountState], int | None]
+]
 
 
 class SignalOp:
@@ -71,7 +78,7 @@ class AmountOp(SignalOp):
         else:
             raw = ev.properties.get(self.prop)
             # bool is an int in Python; a `true` size is not a size.
-            if raw is None or isinstance(raw, bool) or not isinstance(raw, int | float):
+            if raw is None or isinstance(raw, bool) or not isinstance(raw, (int, float)):
                 return None
             if not math.isfinite(raw) or raw == 0:
                 return None
@@ -218,7 +225,7 @@ class TraitOp(SignalOp):
 
     def value(self, ss: SignalState, state: AccountState) -> Value:
         v = state.traits.get(self.spec.trait)  # type: ignore[arg-type]
-        return v if isinstance(v, str | int | float | bool) or v is None else str(v)
+        return v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
 
 
 class UsersWithTraitOp(SignalOp):
@@ -254,7 +261,7 @@ class UsersWithTraitOp(SignalOp):
 
 
 def _hashable(v: object) -> object:
-    return v if isinstance(v, str | int | float | bool) or v is None else repr(v)
+    return v if isinstance(v, (str, int, float, bool)) or v is None else repr(v)
 
 
 _OPS: dict[SignalKind, type[SignalOp]] = {
@@ -310,6 +317,15 @@ class SignalPlan:
         for op in self.ops:
             if op.spec.kind is SignalKind.TRAIT and op.spec.trait:
                 self.trait_signals.setdefault(op.spec.trait, []).append(op.index)
+        # What `apply` runs, unpacked once: (signal index, `where` or None, bound `update`).
+        self._track: dict[str, tuple[_Step, ...]] = {
+            name: tuple((op.index, op.where, op.update) for op in ops)
+            for name, ops in self.by_event.items()
+        }
+        self._track_any: tuple[_Step, ...] = tuple(
+            (op.index, op.where, op.update) for op in self.any_event
+        )
+        self._user_trait_steps = tuple((op.index, op.update) for op in self.user_trait_ops)
 
     def new_signal_states(self) -> list[SignalState]:
         return [SignalState() for _ in self.ops]
@@ -319,23 +335,23 @@ class SignalPlan:
         changed (empty if none did)."""
         changed: list[int] = []
         sigs = state.signals
-        if ev.type is EventType.TRACK:
-            ops = self.by_event.get(ev.event, self.any_event)  # type: ignore[arg-type]
-            for op in ops:
-                where = op.where
-                if where is not None and not where(ev.properties):
+        etype = ev.type
+        if etype is _TRACK:
+            props = ev.properties
+            for i, where, update in self._track.get(ev.event, self._track_any):  # type: ignore[arg-type]
+                if where is not None and not where(props):
                     continue
-                exp = op.update(sigs[op.index], ev, state)
+                exp = update(sigs[i], ev, state)
                 if exp is not None:
-                    changed.append(op.index)
+                    changed.append(i)
                     if exp < state.next_expiry:
                         state.next_expiry = exp
             return changed
-        if ev.type is EventType.GROUP and self.account_traits:
+        if etype is _GROUP and self.account_traits:
             self._apply_account_traits(state, ev, changed)
-        for op in self.user_trait_ops:
-            if op.update(sigs[op.index], ev, state) is not None:
-                changed.append(op.index)
+        for i, update in self._user_trait_steps:
+            if update(sigs[i], ev, state) is not None:
+                changed.append(i)
         return changed
 
     def _apply_account_traits(self, state: AccountState, ev: Event, changed: list[int]) -> None:
@@ -369,3 +385,5 @@ class SignalPlan:
 
 
 _MISSING = object()
+_TRACK = EventType.TRACK
+_GROUP = EventType.GROUP
