@@ -35,7 +35,41 @@ def iso_to_epoch_ms(text: str) -> int | None:
 
     Integer arithmetic on the timedelta, never `timestamp() * 1000`, so `.123Z` stays 123 ms
     rather than 122.99999.
+
+    Segment's own form, `YYYY-MM-DDTHH:MM:SS.mmmZ`, takes a shortcut: its `YYYY-MM-DDTHH:MM:`
+    is converted (and checked) once through the general path and cached, and the seconds and
+    milliseconds are looked up (which also checks them: only ASCII digits, seconds 00-59).
     """
+    if len(text) == 24 and text[19] == "." and text[23] == "Z":
+        prefix = text[:17]
+        minute = _MINUTES.get(prefix)
+        if minute is None:
+            minute = _minute_ms(prefix)
+        if minute is not None:
+            seconds = _SECONDS.get(text[17:19])
+            millis = _MILLIS.get(text[20:23])
+            if seconds is not None and millis is not None:
+                return minute + seconds + millis
+    return _general(text)
+
+
+# "00".."59" -> ms (leap seconds refused, as fromisoformat does); "000".."999" -> ms.
+_SECONDS: dict[str, int] = {f"{s:02d}": s * 1000 for s in range(60)}
+_MILLIS: dict[str, int] = {f"{ms:03d}": ms for ms in range(1000)}
+_MINUTES: dict[str, int] = {}
+
+
+def _minute_ms(prefix: str) -> int | None:
+    """Epoch ms of `YYYY-MM-DDTHH:MM:` (the general path checks it), cached when valid."""
+    ms = _general(prefix + "00.000Z")
+    if ms is not None:
+        if len(_MINUTES) >= 65_536:  # bounded: a long-running worker sees ever new minutes
+            _MINUTES.clear()
+        _MINUTES[prefix] = ms
+    return ms
+
+
+def _general(text: str) -> int | None:
     if _shape(text) is None:
         return None
     try:

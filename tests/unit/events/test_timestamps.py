@@ -57,3 +57,42 @@ def test_accepts_exactly_rfc3339_or_rfc3339_without_offset(text: str) -> None:
         assert not accepted
         return
     assert accepted == (rfc3339(text) or rfc3339(text + "Z")), text
+
+
+def _segment_form(dt: datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.mmmZ`, what Segment libraries send (the parser's cached fast path)."""
+    utc = dt.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+@settings(max_examples=500)
+@given(aware_datetimes)
+def test_segment_form_matches_exact_arithmetic(dt: datetime) -> None:
+    text = _segment_form(dt)
+    want = expected_ms(dt.replace(microsecond=dt.microsecond // 1000 * 1000))
+    assert iso_to_epoch_ms(text) == want
+    assert iso_to_epoch_ms(text) == want  # the second time from the cached minute
+
+
+def _segment_mutations() -> st.SearchStrategy[str]:
+    """Segment-form timestamps with one character replaced."""
+
+    def mutate(text: str, pos: int, ch: str) -> str:
+        return text[:pos] + ch + text[pos + 1 :]
+
+    chars = st.sampled_from("0123456789-:+TZtz., ٣²")
+    return st.builds(mutate, aware_datetimes.map(_segment_form), st.integers(0, 23), chars)
+
+
+@settings(max_examples=1000)
+@given(_segment_mutations())
+def test_segment_form_mutations_are_judged_like_any_timestamp(text: str) -> None:
+    first = iso_to_epoch_ms(text)
+    assert iso_to_epoch_ms(text) == first  # cached or not, the same answer
+    if text[17:19] >= "6":  # leap seconds, or a non-digit there: refused
+        assert first is None
+        return
+    assert (first is not None) == (rfc3339(text) or rfc3339(text + "Z")), text
+    if first is not None:
+        dt = datetime.fromisoformat(text)
+        assert first == expected_ms(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
