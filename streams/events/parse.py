@@ -53,6 +53,11 @@ def parse_event(raw: bytes | str) -> Event | Reject:
         obj = _loads(raw)
     except Exception as exc:  # orjson.JSONDecodeError, or TypeError for a non-bytes input
         return Reject(RejectReason.INVALID_JSON, f"not valid JSON: {exc}")
+    if type(raw) is bytes:  # the common case: `event_from_obj(obj, raw)` without its call
+        try:
+            return _from_obj(obj, raw)
+        except Exception as exc:
+            return _unusable(exc)
     if isinstance(raw, str):
         try:
             raw = raw.encode()
@@ -67,7 +72,11 @@ def event_from_obj(obj: object, raw: bytes | None = None) -> Event | Reject:
     try:
         return _from_obj(obj, raw)
     except Exception as exc:  # e.g. a caller's object whose __eq__ raises: still no exception out
-        return Reject(RejectReason.INVALID_JSON, f"unusable event ({type(exc).__name__}: {exc})")
+        return _unusable(exc)
+
+
+def _unusable(exc: Exception) -> Reject:
+    return Reject(RejectReason.INVALID_JSON, f"unusable event ({type(exc).__name__}: {exc})")
 
 
 def derive_message_id(obj: object, raw: bytes | None = None) -> str:
