@@ -23,6 +23,7 @@ from streams.events.resolver import UserRecord, route
 from streams.events.types import Event, EventType, Reject
 
 Delivery = tuple[str, Event]
+_TRACK = EventType.TRACK
 
 
 def route_local(
@@ -119,6 +120,13 @@ class Router:
         uid = ev.user_id
         if not uid:
             return ([(ev.account_id, ev)] if ev.account_id else []), None
+        if ev.type is _TRACK:  # most events: `route_local`'s track case, inlined
+            account = ev.account_id
+            if not account:
+                user = self.local.get(uid)
+                account = user.account_id if user is not None else None
+            if account:
+                return [(account, ev)], None
         out, forward, record = route_local(ev, self.local.get(uid), self.trait_keys)
         if record is not None:
             self.local[uid] = record
