@@ -22,6 +22,7 @@ plus Faust's commit interval); nothing is lost, duplicated transitions carry the
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -94,6 +95,7 @@ class AccountStage:
         self.cache: dict[str, AccountState] = {}
         self.work: dict[int, PartitionWork] = {}
         self._timers_loaded = False
+        self._generation = 0  # bumped by every revocation
         # Encoded state size per account of the assigned partitions (the state gauges).
         self.state_sizes: dict[str, int] = {}
         self.state_bytes = 0
@@ -114,14 +116,13 @@ class AccountStage:
         if work is None:
             work = self.work[part] = PartitionWork(part)
         if not self._timers_loaded:
-            self._load_timers()
+            await self._load_timers()
         value: bytes = record.value
         kind = value[:1]
         if kind == BATCH:
-            now = time.monotonic()
             items = decode_batch(value)
-            for account, q, pos, path, data in items:
-                await self._on_event(account, work, q, pos, path, data, now)
+            for ev, reject in self._apply_batch(work, items):
+                await self.send_dlq(event_json(ev), reject, ev)
             self._events += len(items)
         work.pending.append(record)
         if not self._since:
@@ -137,37 +138,46 @@ class AccountStage:
         ):
             await self.flush()
 
-    async def _on_event(
-        self,
-        account: str,
-        work: PartitionWork,
-        q: int,
-        pos: int,
-        path: int,
-        data: bytes,
-        now: float,
-    ) -> None:
-        state = self._state(work.part, account)
-        source = f"{q}:{path}"
-        if state is not None and state.seen.get(source, -1) >= pos:
-            return  # re-sent or re-read after a crash: this state already holds it
-        ev = decode_event(data)
-        outcome = self.scorer.apply(account, state, ev)
-        if outcome.reject is not None:  # too late: only possible for an existing account
-            await self.send_dlq(event_json(ev), outcome.reject, ev)
-            if self.on_late is not None:
-                self.on_late(False)
-        elif outcome.late and self.on_late is not None:
-            self.on_late(True)
-        state = outcome.state
-        state.seen[source] = pos
-        self.last_seen[account] = now
-        self.cache[account] = state
-        work.dirty.add(account)
-        work.timers.schedule(account, state.next_expiry)
-        if outcome.transitions:
-            self._emit(outcome.transitions)
-        self.events_applied += 1
+    def _apply_batch(
+        self, work: PartitionWork, items: list[tuple[str, int, int, int, bytes]]
+    ) -> list[tuple[Event, Reject]]:
+        """Apply a batch's events in order; the too-late ones to dead-letter (the caller
+        sends them). Synchronous, with the per-event lookups hoisted: this loop runs once per
+        event."""
+        now = time.monotonic()
+        part = work.part
+        cache = self.cache
+        apply = self.scorer.apply
+        last_seen = self.last_seen
+        dirty = work.dirty
+        schedule = work.timers.schedule
+        on_late = self.on_late
+        rejected: list[tuple[Event, Reject]] = []
+        applied = 0
+        for account, q, pos, path, data in items:
+            state = cache.get(account) or self._state(part, account)
+            source = f"{q}:{path}"
+            if state is not None and state.seen.get(source, -1) >= pos:
+                continue  # re-sent or re-read after a crash: this state already holds it
+            ev = decode_event(data)
+            outcome = apply(account, state, ev)
+            if outcome.reject is not None:  # too late: only possible for an existing account
+                rejected.append((ev, outcome.reject))
+                if on_late is not None:
+                    on_late(False)
+            elif outcome.late and on_late is not None:
+                on_late(True)
+            state = outcome.state
+            state.seen[source] = pos
+            last_seen[account] = now
+            cache[account] = state
+            dirty.add(account)
+            schedule(account, state.next_expiry)
+            if outcome.transitions:
+                self._emit(outcome.transitions)
+            applied += 1
+        self.events_applied += applied
+        return rejected
 
     async def _advance(self, work: PartitionWork, watermark: int) -> None:
         due = work.timers.pop_due(watermark)
@@ -258,6 +268,7 @@ class AccountStage:
         for part in partitions:
             self.work.pop(part, None)
         self.table.forget(partitions)
+        self._generation += 1  # a load of the timers under way is now stale
         if partitions:
             self.cache = {
                 a: s for a, s in self.cache.items() if self.partition_of(a) not in partitions
@@ -274,27 +285,37 @@ class AccountStage:
     def partition_of(self, account: str) -> int:
         return (murmur2(account.encode()) & 0x7FFFFFFF) % self.partitions
 
-    def _load_timers(self) -> None:
-        """After an assignment: index every restored account's next expiry by partition."""
+    async def _load_timers(self) -> None:
+        """After an assignment: index every restored account's next expiry by partition.
+        Yields to the event loop between partitions (a million accounts take seconds: the web
+        server and the timers keep answering); a revocation meanwhile (`forget`) ends this
+        load, and the next record starts a fresh one."""
+        generation = self._generation
         self._timers_loaded = True
         self._assigned_at = time.monotonic()
         n = 0
         self.pql_accounts = 0
         self.segment_accounts = Counter()
         self.state_sizes = {}
-        for account, data in self.table.items():
-            state = self.codec.decode(data)
-            if state is None:
-                continue
-            self.state_sizes[account] = len(data)
-            self.pql_accounts += state.pql
-            self.segment_accounts.update(state.segments)
-            part = self.partition_of(account)
+        decode = self.codec.decode
+        for part in self.table.active_partitions():
+            await asyncio.sleep(0)
+            if self._generation != generation:
+                return
             work = self.work.get(part)
             if work is None:
                 work = self.work[part] = PartitionWork(part)
-            work.timers.schedule(account, state.next_expiry)
-            n += 1
+            schedule = work.timers.schedule
+            for account, data in self.table.partition_items(part):
+                state = decode(data)
+                if state is None:
+                    continue
+                self.state_sizes[account] = len(data)
+                self.pql_accounts += state.pql
+                if state.segments:
+                    self.segment_accounts.update(state.segments)
+                schedule(account, state.next_expiry)
+                n += 1
         self.state_bytes = sum(self.state_sizes.values())
         log.info("indexed window expiries of %d restored accounts", n)
 

@@ -87,9 +87,25 @@ class TableWriter:
         # the current event's partition, here the caller names it.
         return self.table.data._db_for_partition(partition)
 
-    def items(self) -> Iterator[tuple[str, bytes]]:
-        for key, value in self.table.items():
-            yield (key.decode() if isinstance(key, bytes) else str(key)), value
+    def active_partitions(self) -> list[int]:
+        """The partitions this worker owns (active, not standby) with a local database."""
+        store = self.table.data
+        actives = self.table.app.assignor.assigned_actives()
+        return sorted(part for part in store._dbs if TP(self.topic, part) in actives)
+
+    def partition_items(self, partition: int) -> Iterator[tuple[str, bytes]]:
+        """(key, value) of every entry stored in one partition's database, read straight from
+        it: keys decode with orjson when that is how they were encoded (Faust's `items()`
+        goes through its serializer registry per key, and iterates every partition)."""
+        store = self.table.data
+        db = store._dbs.get(partition)
+        if db is None:  # revoked (its database closed) since the caller looked
+            return
+        decode = orjson.loads if self.key_bytes is orjson.dumps else store._decode_key
+        offset_key = store.offset_key
+        for raw, value in db.items():
+            if raw != offset_key:
+                yield str(decode(raw)), value
 
     def put(self, partition: int, key: str, value: bytes) -> None:
         """Stage a write: `commit` sends it to the changelog (to the same partition, where
