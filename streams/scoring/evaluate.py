@@ -34,20 +34,10 @@ def _num(x: float) -> Number:
 PointsFn = Callable[[Mapping[str, Any]], Number]
 
 
-def _rule_points(rule: Rule, values: Mapping[str, Any]) -> Number:
-    if isinstance(rule, WhenRule):
-        return rule.points if rule.when.fn(values) else 0
-    v = values.get(rule.signal)
-    if v is None or isinstance(v, (bool, str)) or not isinstance(v, (int, float)):
-        return 0
-    pts = math.floor(v / rule.every) * rule.points
-    if rule.max is not None:
-        pts = min(pts, rule.max) if rule.points >= 0 else max(pts, rule.max)
-    return pts
-
-
 def _points_fn(rule: Rule) -> PointsFn:
-    """`_rule_points` for one rule, its constants bound (the same arithmetic, fewer lookups)."""
+    """A rule's points as a function of the values, its constants bound: a when-rule's `points`
+    while its condition holds, else 0; a per-rule's floor(value / every) * points, capped at
+    `max`, and 0 for a missing or non-numeric (or boolean) value."""
     if isinstance(rule, WhenRule):
         when, points = rule.when.fn, rule.points
 
@@ -154,6 +144,15 @@ class Evaluator:
         self.score_segments = readers.get("score", nobody).segments
         self.pql_segments = readers.get("pql", nobody).segments
         self.segment_readers = [readers.get(seg.name, nobody).segments for seg in self.segments]
+        # Per rule, what `reasons` needs: the rule, its points function, the names it reads.
+        self._explain = [
+            (
+                rule,
+                fn,
+                tuple(sorted(rule.when.names)) if isinstance(rule, WhenRule) else (rule.signal,),
+            )
+            for rule, fn in zip(self.rules, self.points_fns, strict=True)
+        ]
         # Per signal index, what `reevaluate` needs: ((rule index, its points function), ...),
         # whether the qualify condition reads it, the segments reading it.
         self._signal_deps = [
@@ -249,14 +248,11 @@ class Evaluator:
     def reasons(self, values: dict[str, Any]) -> list[dict[str, Any]]:
         """Every rule that contributed points, with the values it read."""
         out: list[dict[str, Any]] = []
-        for rule in self.rules:
-            pts = _rule_points(rule, values)
+        for rule, fn, names in self._explain:
+            pts = fn(values)
             if not pts:
                 continue
-            if isinstance(rule, WhenRule):
-                read = {n: values.get(n) for n in sorted(rule.when.names)}
-            else:
-                read = {rule.signal: values.get(rule.signal)}
+            read = {n: values.get(n) for n in names}
             out.append({"rule": rule.label, "points": _num(pts), "signals": read})
         return out
 
