@@ -93,16 +93,16 @@ def _env(name: str) -> str:
 @click.option(
     "--flush-interval",
     envvar=_env("FLUSH_INTERVAL"),
-    default=0.2,
+    default=1.0,
     type=click.FloatRange(min=0.01),
     show_default=True,
     help="Seconds account state may stay unwritten (write-behind) before a flush; records are "
-    "acked, so their input offsets committed, only after it.",
+    "acked, so their input offsets committed, only after it. Transitions never wait for it.",
 )
 @click.option(
     "--flush-max-events",
     envvar=_env("FLUSH_MAX_EVENTS"),
-    default=2_000,
+    default=20_000,
     type=click.IntRange(min=1),
     show_default=True,
     help="...or after this many events. Larger flushes write each busy account less often.",
