@@ -297,7 +297,7 @@ class AccountStage:
         self.pql_accounts = 0
         self.segment_accounts = Counter()
         self.state_sizes = {}
-        decode = self.codec.decode
+        decode = self.codec.summary  # the signals stay undecoded
         for part in self.table.active_partitions():
             await asyncio.sleep(0)
             if self._generation != generation:

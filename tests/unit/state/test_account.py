@@ -3,10 +3,12 @@ never on the number of events; user-keyed signals saturate at MAX_KEYS_PER_SIGNA
 
 from __future__ import annotations
 
+import msgspec
+
 from streams.events.types import Event, EventType
 from streams.model.loader import parse_model
 from streams.scoring.engine import Scorer
-from streams.state.account import MAX_KEYS_PER_SIGNAL, AccountState
+from streams.state.account import MAX_KEYS_PER_SIGNAL, AccountState, StateCodec
 
 DAY = 86_400_000
 T0 = 1_767_571_200_000  # 2026-01-05T00:00:00Z
@@ -140,3 +142,28 @@ def test_user_keyed_signals_stop_at_max_keys_per_signal() -> None:
     # Bounded bytes too: 10,000 short keys per signal, not more.
     size = len(scorer.codec.encode(state))
     assert size <= 512 + 3 * MAX_KEYS_PER_SIGNAL * (1 + 6 + 9)
+
+
+def test_summary_reads_what_decode_reads() -> None:
+    """`StateCodec.summary` (used to index restored accounts) gives the same leading fields as a
+    full decode, for states with and without trailing defaults, and None for another model's."""
+    scorer = Scorer(MODEL, now_ms=lambda: 0.0)
+    codec = scorer.codec
+    states = [scorer.new_state()]  # everything after `signals` is a default (omitted)
+    state: AccountState | None = None
+    for i in range(200):
+        state = scorer.apply("acme", state, _event(i, T0 + i * DAY // 10)).state
+        if i in (0, 50, 199):
+            states.append(msgspec.structs.replace(state))
+    assert any(s.pql for s in states) and any(not s.pql for s in states)
+    for s in states:
+        data = codec.encode(s)
+        full, head = codec.decode(data), codec.summary(data)
+        assert full is not None and head is not None
+        got = (head.model, head.clock, head.first_seen, head.next_expiry, head.score, head.pql)
+        want = (full.model, full.clock, full.first_seen, full.next_expiry, full.score, full.pql)
+        assert got == want
+        assert head.segments == full.segments
+    other = StateCodec("another-model")
+    assert other.summary(codec.encode(states[-1])) is None
+    assert codec.summary(b"") is None
