@@ -107,7 +107,6 @@ class IngestStats:
     consumed: int = 0  # input records read
     rejected: dict[str, int] = field(default_factory=dict)  # by reason; each one dead-lettered
     committed_at: float = 0.0  # Unix time of the last input offset commit
-    event_time: dict[int, float] = field(default_factory=dict)  # input partition -> latest (s)
     assigned: frozenset[int] = frozenset()  # input partitions read
 
 
@@ -177,7 +176,6 @@ class Ingest:
         for tp in partitions:
             self.watermark.forget(tp.topic, tp.partition)
             self.local.pop(tp.partition, None)
-            self.stats.event_time.pop(tp.partition, None)
         self.stats.assigned -= {tp.partition for tp in partitions}
 
     def _read_partition(self, topic: str, partition: int, start: int) -> Iterator[Message]:
@@ -264,11 +262,8 @@ class Ingest:
             offsets=[TopicPartition(topic, q, o + 1) for q, o in last.items()], asynchronous=False
         )
         self.stats.committed_at = time.time()
-        event_time = self.stats.event_time
         for q, ts in latest.items():
             self.watermark.observe(topic, q, ts, last[q], self._highwater(q))
-            if ts / 1000 > event_time.get(q, float("-inf")):
-                event_time[q] = ts / 1000
 
     _delivery_error: Any = None
 

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -94,10 +94,6 @@ class IngestProcess:
         with self._proc.stdin as stdin:
             pickle.dump(self.config, stdin)
         log.info("ingest process started (pid %d)", self._proc.pid)
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, wait up to `timeout` for the poll under way to finish, then SIGKILL."""
@@ -164,8 +160,9 @@ class IngestProcess:
                 m.dlq_produced_total.labels(reason).inc(new)
         if stats.committed_at > last.committed_at:
             m.mark_committed(stats.committed_at)
-        for q, ts in stats.event_time.items():
-            m.record_event_time(topic, q, ts)
+        # Each partition's latest event time is its stream-time progress (lag in seconds).
+        for q, (latest, _, _) in report.progress.items():
+            m.record_event_time(topic, q, latest / 1000)
         for q in self.assigned - stats.assigned:
             m.forget_partition(topic, q)
         self.watermark.replace(topic, report.progress)
@@ -250,13 +247,7 @@ def child_main(config: IngestConfig, conn: Connection, parent_pid: int, log_leve
         key = (stats.consumed, stats.committed_at, stats.assigned, tuple(progress.items()))
         if key != last:  # idle polls send nothing
             last = key
-            copy = IngestStats(
-                stats.consumed,
-                dict(stats.rejected),
-                stats.committed_at,
-                dict(stats.event_time),
-                stats.assigned,
-            )
+            copy = replace(stats, rejected=dict(stats.rejected))
             sender.offer(Report(copy, progress))
 
     code = 0

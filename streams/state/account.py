@@ -19,6 +19,8 @@ reads. Nothing grows with the number of events.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import msgspec
 
 # Upper bound on user-keyed entries per signal and account. Past it a signal saturates (new users
@@ -59,6 +61,9 @@ class AccountState(msgspec.Struct, array_like=True, omit_defaults=True, dict=Tru
     seen: dict[str, int] = msgspec.field(default_factory=dict)
 
 
+_S = TypeVar("_S", "AccountState", "StateSummary")
+
+
 class StateSummary(msgspec.Struct, array_like=True):
     """The leading fields of an encoded `AccountState`, with its signals left undecoded
     (`msgspec.Raw`) and the fields after `segments` ignored: what indexing restored accounts
@@ -88,18 +93,14 @@ class StateCodec:
 
     def decode(self, data: bytes | None) -> AccountState | None:
         """The state, or None when absent or written by another model (start afresh)."""
-        if not data:
-            return None
-        state = self._decoder.decode(data)
-        if state.model != self.model_tag:
-            return None
-        return state
+        return self._ours(self._decoder, data)
 
     def summary(self, data: bytes | None) -> StateSummary | None:
         """`decode`'s leading fields only (None in the same cases)."""
+        return self._ours(self._summary, data)
+
+    def _ours(self, decoder: msgspec.msgpack.Decoder[_S], data: bytes | None) -> _S | None:
         if not data:
             return None
-        head = self._summary.decode(data)
-        if head.model != self.model_tag:
-            return None
-        return head
+        value = decoder.decode(data)
+        return value if value.model == self.model_tag else None

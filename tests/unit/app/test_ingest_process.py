@@ -43,8 +43,7 @@ def _report(
     assigned: set[int],
     progress: dict[int, tuple[int, int, bool]],
 ) -> Report:
-    event_time = {q: latest / 1000 for q, (latest, _, _) in progress.items()}
-    stats = IngestStats(consumed, rejected, committed_at, event_time, frozenset(assigned))
+    stats = IngestStats(consumed, rejected, committed_at, frozenset(assigned))
     return Report(stats, progress)
 
 
