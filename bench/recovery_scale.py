@@ -124,7 +124,7 @@ def measure(
     try:
         ready = w.wait_ready(timeout=900)
         # Ready means recovered; the account stage then indexes every restored account's
-        # window expiry (on its first record, a time tick) and the state gauge shows them.
+        # window expiry (on its first record, a mark) and the state gauge shows them.
         deadline = time.monotonic() + 300
         while True:
             m = w.metrics()

@@ -5,11 +5,14 @@ Per by-account partition:
 
 - decoded states live in an in-memory cache; each event updates the cached state and marks the
   account dirty — no table write per event;
-- every `flush_interval_s` or `flush_max_events` (checked on every record, time ticks included,
+- every `flush_interval_s` or `flush_max_events` (checked on every record, marks included,
   so a quiet partition is flushed too) the partition is flushed *inside the iteration of one of
   its own records*: wait until every transition sent so far is delivered, write each dirty
   account once to the table (one changelog record per account per flush, not per event), wait
   for those, and only then ack the partition's events so Faust may commit their offsets;
+- stream time comes in band: each mark record (`streams.app.wire`) feeds the partition's
+  `StreamClock`, which advances the partition's quiet accounts; a mark follows every record
+  forwarded from the input it describes, so it never overtakes an account's own events;
 - every state carries, per (input partition, path), the highest position applied to it
   (`streams/app/wire.py`), so an event a stage re-sends or re-reads after a crash is skipped if
   the restored state already holds it and applied otherwise — state never counts an event twice
@@ -35,7 +38,8 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from streams.app.table_writer import TableWriter
-from streams.app.wire import BATCH, decode_batch
+from streams.app.watermark import StreamClock
+from streams.app.wire import BATCH, MARK, decode_batch, decode_mark
 from streams.events.codec import decode_event
 from streams.events.types import Event, Reject
 from streams.scoring.engine import Scorer
@@ -48,6 +52,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class PartitionWork:
     part: int
+    clock: StreamClock  # stream time, from the marks read in this partition
     dirty: set[str] = field(default_factory=set)
     pending: list[Any] = field(default_factory=list)  # Faust events to ack after the next flush
     timers: ExpiryIndex = field(default_factory=ExpiryIndex)
@@ -71,6 +76,7 @@ class AccountStage:
         on_late: Callable[[bool], None] | None = None,
         advance_idle_s: float = 5.0,
         cache_max_accounts: int = 200_000,
+        grace_ms: int = 0,
     ) -> None:
         self.scorer = scorer
         self.codec = scorer.codec
@@ -85,11 +91,12 @@ class AccountStage:
         self.on_late = on_late
         self.advance_idle_s = advance_idle_s
         self.cache_max_accounts = cache_max_accounts
+        self.grace_ms = grace_ms
         self._events = 0  # events applied since the last flush
         self._since = 0.0  # monotonic time of the oldest unflushed record
         # Wall time each account last received a record: stream time only advances accounts that
-        # have been idle this long, so it never overtakes an account's records still in flight
-        # between stages (stream time is read from the input, upstream of those hops).
+        # have been idle this long. Marks cannot overtake the events that went straight to the
+        # account, but an event routed through the user stage takes another hop.
         self.last_seen: dict[str, float] = {}
         self._assigned_at = time.monotonic()
         self.cache: dict[str, AccountState] = {}
@@ -107,14 +114,13 @@ class AccountStage:
         self.events_applied = 0
 
     # -- records ---------------------------------------------------------------------------
-    async def on_record(self, record: Any, watermark: int | None) -> None:
-        """One by-account record (a batch of events, or a tick), inside its stream iteration."""
+    async def on_record(self, record: Any) -> None:
+        """One by-account record (a batch of events, or a mark), inside its stream
+        iteration."""
         msg = record.message
         part = msg.partition
         self._record_ts = msg.timestamp or 0.0
-        work = self.work.get(part)
-        if work is None:
-            work = self.work[part] = PartitionWork(part)
+        work = self._work(part)
         if not self._timers_loaded:
             await self._load_timers()
         value: bytes = record.value
@@ -124,14 +130,16 @@ class AccountStage:
             for ev, reject in self._apply_batch(work, items):
                 await self.send_dlq(event_json(ev), reject, ev)
             self._events += len(items)
+        elif kind == MARK:
+            watermark = work.clock.merge(decode_mark(value))
+            if watermark is not None:
+                self._advance(work, watermark)
         work.pending.append(record)
         if not self._since:
             self._since = time.monotonic()
-        if watermark is not None:
-            await self._advance(work, watermark)
-        # A tick flushes only when the interval is up, like any record: it is there so a quiet
-        # partition gets a record to check the interval on, not to flush on its own (ticks of
-        # every partition would otherwise flush several times per tick interval).
+        # A mark flushes only when the interval is up, like any record: marks give a quiet
+        # partition a record to check the interval on, not a flush of their own (the marks of
+        # every partition would otherwise flush several times per mark interval).
         if (
             self._events >= self.flush_max_events
             or time.monotonic() - self._since >= self.flush_interval_s
@@ -179,7 +187,7 @@ class AccountStage:
         self.events_applied += applied
         return rejected
 
-    async def _advance(self, work: PartitionWork, watermark: int) -> None:
+    def _advance(self, work: PartitionWork, watermark: int) -> None:
         due = work.timers.pop_due(watermark)
         now = time.monotonic()
         for account in due:
@@ -189,7 +197,7 @@ class AccountStage:
             # An account restored or taken over counts as seen at assignment: its own records
             # may still be in flight.
             if now - self.last_seen.get(account, self._assigned_at) < self.advance_idle_s:
-                work.timers.schedule(account, state.next_expiry)  # busy: retry on a later tick
+                work.timers.schedule(account, state.next_expiry)  # busy: retry on a later mark
                 continue
             transitions = self.scorer.advance(account, state, watermark)
             work.dirty.add(account)
@@ -211,7 +219,18 @@ class AccountStage:
             if self.on_transition is not None:
                 self.on_transition(t, self._record_ts)
 
+    def stream_time(self) -> int | None:
+        """The least stream time over this stage's partitions (the watermark gauge)."""
+        values = [w.clock.value for w in self.work.values() if w.clock.value is not None]
+        return min(values) if values else None
+
     # -- state -----------------------------------------------------------------------------
+    def _work(self, part: int) -> PartitionWork:
+        work = self.work.get(part)
+        if work is None:
+            work = self.work[part] = PartitionWork(part, StreamClock(self.grace_ms))
+        return work
+
     def _state(self, part: int, account: str) -> AccountState | None:
         state = self.cache.get(account)
         if state is None:
@@ -302,10 +321,7 @@ class AccountStage:
             await asyncio.sleep(0)
             if self._generation != generation:
                 return
-            work = self.work.get(part)
-            if work is None:
-                work = self.work[part] = PartitionWork(part)
-            schedule = work.timers.schedule
+            schedule = self._work(part).timers.schedule
             for account, data in self.table.partition_items(part):
                 state = decode(data)
                 if state is None:

@@ -9,6 +9,10 @@ delivered (`producer.flush()`), so a crash re-reads and re-forwards; the account
 it already applied (`streams/app/wire.py`). The consumer group is the app id (`pql lag --group
 pql-<model>` shows the input lag); the Faust agents use `<app id>-state`.
 
+Stream time goes in band: every `mark_interval_s` the stage writes its input progress as a mark
+into every by-account partition, after everything it read is delivered
+(`streams.app.watermark`).
+
 Local routing state (`streams.events.routing.route_local`: who joined which group, the user
 traits the model reads) is kept per input partition and made durable in the compacted topic
 `<app id>-ingest-users` (same partition as the input record, value = input offset + record).
@@ -35,8 +39,16 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from streams.app.settings import Settings
-from streams.app.watermark import Watermark
-from streams.app.wire import DIRECT, SYNTHETIC_DELIVERED, Item, chunks, encode_batch, position
+from streams.app.watermark import InputProgress
+from streams.app.wire import (
+    DIRECT,
+    SYNTHETIC_DELIVERED,
+    Item,
+    chunks,
+    encode_batch,
+    encode_mark,
+    position,
+)
 from streams.events.codec import encode_event
 from streams.events.parse import parse_event
 from streams.events.resolver import UserRecord
@@ -77,6 +89,7 @@ class IngestConfig:
     by_user_topic: str
     users_topic: str  # the ingest stage's local routing state
     trait_keys: frozenset[str]  # user traits the model reads
+    mark_interval_s: float = 0.5  # how often every by-account partition gets a mark
 
     @classmethod
     def from_settings(
@@ -96,6 +109,7 @@ class IngestConfig:
             by_user_topic=settings.by_user_topic,
             users_topic=settings.ingest_users_topic,
             trait_keys=trait_keys,
+            mark_interval_s=settings.mark_interval_s,
         )
 
 
@@ -111,10 +125,11 @@ class IngestStats:
 
 
 class Ingest:
-    def __init__(self, config: IngestConfig, stats: IngestStats, watermark: Watermark) -> None:
+    def __init__(self, config: IngestConfig, stats: IngestStats) -> None:
         self.config = config
         self.stats = stats
-        self.watermark = watermark
+        self.progress = InputProgress()  # what the marks carry
+        self._marked_at = 0.0
         self.trait_keys = config.trait_keys
         self.partitions = config.partitions
         self._stop = threading.Event()
@@ -145,6 +160,7 @@ class Ingest:
             )
             while not self._stop.is_set():
                 self._poll_once()
+                self._mark()
                 if after_poll is not None:
                     after_poll()
         finally:
@@ -174,7 +190,7 @@ class Ingest:
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            self.watermark.forget(tp.topic, tp.partition)
+            self.progress.forget(tp.partition)
             self.local.pop(tp.partition, None)
         self.stats.assigned -= {tp.partition for tp in partitions}
 
@@ -201,14 +217,14 @@ class Ingest:
             if not isinstance(ev, Reject):
                 offset = m.offset()
                 assert offset is not None  # read_partition yields records, never errors
-                self.watermark.observe(self.config.input_topic, q, ev.ts, offset, None)
+                self.progress.observe(q, ev.ts, offset, None)
             return
 
     # -- one poll -----------------------------------------------------------------------------
     def _poll_once(self) -> None:
         msgs = self._consumer.consume(POLL_BATCH, POLL_TIMEOUT_S)
         if not msgs:
-            self._refresh_watermark()
+            self.progress.refresh({q: self._highwater(q) for q in self.progress.behind()})
             return
         to_account: dict[int, list[Item]] = defaultdict(list)
         to_user: dict[int, list[Item]] = defaultdict(list)
@@ -255,17 +271,35 @@ class Ingest:
         remaining = self._producer.flush(30)
         if remaining:
             raise RuntimeError(f"{remaining} forwarded records not delivered within 30 s")
-        if self._delivery_error is not None:
-            raise RuntimeError(f"forwarding failed: {self._delivery_error}")
+        self._check_delivery()
         topic = self.config.input_topic
         self._consumer.commit(
             offsets=[TopicPartition(topic, q, o + 1) for q, o in last.items()], asynchronous=False
         )
         self.stats.committed_at = time.time()
         for q, ts in latest.items():
-            self.watermark.observe(topic, q, ts, last[q], self._highwater(q))
+            self.progress.observe(q, ts, last[q], self._highwater(q))
+
+    def _mark(self) -> None:
+        """Every `mark_interval_s`, the input progress as a mark into every by-account
+        partition. Called between polls, when everything read so far is forwarded *and
+        delivered*: the mark follows every record it covers, in each partition (one producer,
+        one request in flight), so the account stage never reads a mark before them."""
+        now = time.monotonic()
+        if now - self._marked_at < self.config.mark_interval_s:
+            return
+        self._marked_at = now
+        self._check_delivery()
+        value = encode_mark(self.progress.snapshot())
+        for part in range(self.partitions):
+            self._produce(self.config.by_account_topic, value, part)
+        self._producer.poll(0)
 
     _delivery_error: Any = None
+
+    def _check_delivery(self) -> None:
+        if self._delivery_error is not None:
+            raise RuntimeError(f"forwarding failed: {self._delivery_error}")
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
@@ -317,9 +351,6 @@ class Ingest:
         except Exception:  # noqa: BLE001 - unknown yet
             return None
         return high if high >= 0 else None
-
-    def _refresh_watermark(self) -> None:
-        self.watermark.refresh(lambda topic, part: self._highwater(part))
 
 
 _encode_local = msgspec.msgpack.Encoder().encode

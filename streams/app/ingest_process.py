@@ -5,11 +5,12 @@ worker's CPU, and in a thread it held the same GIL as the account stage, so the 
 used one core. In its own process it runs on another core while the account stage scores.
 
 What crosses the process boundary is small and one way, child -> worker, over a pipe: after
-every poll the child offers a *cumulative* report (`IngestStats` and the input topic's stream
-time progress). A sender thread ships the latest one; reports skipped while the pipe was busy do
-not matter, since each supersedes the last. The worker drains the pipe from a timer and turns
-the report into its metrics and its `Watermark`. Records themselves never cross the pipe: they
-go through Kafka (the internal topics), as before.
+every poll the child offers a *cumulative* report (`IngestStats` and each input partition's
+progress). A sender thread ships the latest one; reports skipped while the pipe was busy do not
+matter, since each supersedes the last. The worker drains the pipe from a timer and turns the
+report into its metrics. Records themselves never cross the pipe: they go through Kafka (the
+internal topics), and so does stream time (marks, `streams.app.watermark`), which must stay in
+order with the records.
 
 Lifecycle: the worker starts the child before Faust and stops it (SIGTERM, then SIGKILL after a
 timeout) on the way out. The child stops with its parent whatever happens to it: it asks Linux
@@ -37,7 +38,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from streams.app.ingest import Ingest, IngestConfig, IngestStats
-from streams.app.watermark import Watermark
+from streams.app.watermark import Progress
 from streams.metrics import Metrics
 
 log = logging.getLogger("streams.ingest")
@@ -50,7 +51,7 @@ class Report:
     """One cumulative report of the child (picklable)."""
 
     stats: IngestStats
-    progress: dict[int, tuple[int, int, bool]]  # Watermark.snapshot of the input topic
+    progress: Progress  # of the input partitions read
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,10 @@ class IngestProcess:
         self,
         config: IngestConfig,
         metrics: Metrics,
-        watermark: Watermark,
         log_level: str = "info",
     ) -> None:
         self.config = config
         self.metrics = metrics
-        self.watermark = watermark
         self.log_level = log_level
         self.assigned: frozenset[int] = frozenset()  # input partitions the child reads
         self.failure: str | None = None
@@ -147,7 +146,7 @@ class IngestProcess:
             self.apply(latest)
 
     def apply(self, report: Report) -> None:
-        """The child's cumulative numbers as the worker's metrics and stream time."""
+        """The child's cumulative numbers as the worker's metrics."""
         m = self.metrics
         topic = self.config.input_topic
         stats, last = report.stats, self._last
@@ -165,7 +164,6 @@ class IngestProcess:
             m.record_event_time(topic, q, latest / 1000)
         for q in self.assigned - stats.assigned:
             m.forget_partition(topic, q)
-        self.watermark.replace(topic, report.progress)
         self.assigned = stats.assigned
         self._last = stats
 
@@ -232,8 +230,7 @@ def child_main(config: IngestConfig, conn: Connection, parent_pid: int, log_leve
 
     tune_gc()
     stats = IngestStats()
-    watermark = Watermark(0)  # the worker applies the grace period
-    ingest = Ingest(config, stats, watermark)
+    ingest = Ingest(config, stats)
     sender = _Sender(conn, ingest.stop)
     signal.signal(signal.SIGTERM, lambda *_: ingest.stop())
     last: tuple[Any, ...] | None = None
@@ -243,7 +240,7 @@ def child_main(config: IngestConfig, conn: Connection, parent_pid: int, log_leve
         if os.getppid() != parent_pid:
             ingest.stop()
             return
-        progress = watermark.snapshot(config.input_topic)
+        progress = ingest.progress.snapshot()
         key = (stats.consumed, stats.committed_at, stats.assigned, tuple(progress.items()))
         if key != last:  # idle polls send nothing
             last = key

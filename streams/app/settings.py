@@ -37,7 +37,9 @@ class Settings:
     # ~0.2; transitions do not wait for a flush (bench/README.md).
     flush_interval_s: float = 1.0
     flush_max_events: int = 20_000
-    tick_interval_s: float = 0.5  # time ticks: flush and advance quiet partitions
+    # How often the ingest marks every by-account partition with stream time (what advances
+    # quiet accounts, and gives a quiet partition a record to flush on); gauges refresh as often.
+    mark_interval_s: float = 0.5
     lag_interval_s: float = 5.0  # how often consumer lag is read from the broker
     # librdkafka-style security settings (security.protocol, sasl.*, ssl.ca.location), as
     # `streams.io.kafka_config.security_settings` builds them; empty for PLAINTEXT.

@@ -1,87 +1,97 @@
 """Stream time for quiet accounts (see /README "Time semantics").
 
-W is the minimum, over the partitions this worker reads that still have unread records, of each
+Stream time W is the minimum, over the input partitions that still have unread records, of each
 partition's latest event time; when every partition is caught up it is the largest event time
-seen. It is taken over both the input topic and the by-account topic (records between stages
-are in flight), then held back by a grace period. W only moves forward.
+seen. W only moves forward.
+
+It travels *in band*. The ingest stage tracks each input partition's progress
+(`InputProgress`) and, after what it read is delivered, writes it as a *mark* record into every
+by-account partition (`streams.app.wire`). The account stage keeps one `StreamClock` per
+by-account partition, fed only by the marks it reads there. A mark follows, in its partition,
+every record forwarded from the input it describes, so stream time never overtakes an
+account's own events still in flight between the stages, however far behind the account stage
+is reading. Each worker's ingest marks every by-account partition, so a partition's clock also
+covers input read by other workers.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
+
+# Input partition -> (latest event time read, offset of the last record read, unread records
+# remain after it): what a mark carries.
+Progress = dict[int, tuple[int, int, bool]]
+
+
+def stream_time(progress: Progress) -> int | None:
+    """The minimum latest event time over partitions behind; if none is, the maximum."""
+    if not progress:
+        return None
+    behind = [latest for latest, _, is_behind in progress.values() if is_behind]
+    if behind:
+        return min(behind)
+    return max(latest for latest, _, _ in progress.values())
 
 
 @dataclass(slots=True)
-class _Progress:
+class _Partition:
     latest: int  # latest event time read on the partition
     offset: int  # offset of the last record read
     behind: bool  # unread records remain after it
 
 
-class Watermark:
-    def __init__(self, grace_ms: int) -> None:
-        # Written by the ingest process (through `replace`), read by the Faust event loop.
-        self._lock = threading.Lock()
-        self.grace_ms = grace_ms
-        self._parts: dict[tuple[str, int], _Progress] = {}
-        self._value: int | None = None
+class InputProgress:
+    """The ingest stage's view of its input partitions (one thread: the ingest's poll loop)."""
 
-    def observe(
-        self, topic: str, partition: int, event_ms: int, offset: int, highwater: int | None
-    ) -> None:
+    def __init__(self) -> None:
+        self._parts: dict[int, _Partition] = {}
+
+    def observe(self, partition: int, event_ms: int, offset: int, highwater: int | None) -> None:
         behind = highwater is not None and offset + 1 < highwater
-        with self._lock:
-            p = self._parts.get((topic, partition))
-            if p is None:
-                self._parts[(topic, partition)] = _Progress(event_ms, offset, behind)
-            else:
-                if event_ms > p.latest:
-                    p.latest = event_ms
-                p.offset = offset
-                p.behind = behind
+        p = self._parts.get(partition)
+        if p is None:
+            self._parts[partition] = _Partition(event_ms, offset, behind)
+        else:
+            if event_ms > p.latest:
+                p.latest = event_ms
+            p.offset = offset
+            p.behind = behind
 
-    def refresh(self, highwater: Callable[[str, int], int | None]) -> None:
-        """Re-check partitions marked behind: the high watermark seen with their last record
-        may have been stale, and a drained partition gets no record to say so."""
-        with self._lock:
-            stale = [(key, p) for key, p in self._parts.items() if p.behind]
-        for (topic, partition), p in stale:
-            hw = highwater(topic, partition)
-            p.behind = hw is not None and p.offset + 1 < hw
+    def refresh(self, highwater: dict[int, int | None]) -> None:
+        """Re-check partitions marked behind against fresh high watermarks: the one seen with
+        their last record may have been stale, and a drained partition gets no record to say
+        so."""
+        for partition, p in self._parts.items():
+            if p.behind and partition in highwater:
+                hw = highwater[partition]
+                p.behind = hw is not None and p.offset + 1 < hw
 
-    def snapshot(self, topic: str) -> dict[int, tuple[int, int, bool]]:
-        """Partition -> (latest event time, offset, behind) of one topic, to hand to another
-        process's `replace`."""
-        with self._lock:
-            return {
-                part: (p.latest, p.offset, p.behind)
-                for (t, part), p in self._parts.items()
-                if t == topic
-            }
+    def behind(self) -> list[int]:
+        return [partition for partition, p in self._parts.items() if p.behind]
 
-    def replace(self, topic: str, parts: dict[int, tuple[int, int, bool]]) -> None:
-        """Take over one topic's progress from a `snapshot` (partitions absent are forgotten);
-        the value already reached never moves back."""
-        with self._lock:
-            for key in [k for k in self._parts if k[0] == topic]:
-                del self._parts[key]
-            for part, (latest, offset, behind) in parts.items():
-                self._parts[(topic, part)] = _Progress(latest, offset, behind)
+    def forget(self, partition: int) -> None:
+        self._parts.pop(partition, None)
 
-    def forget(self, topic: str, partition: int) -> None:
-        with self._lock:
-            self._parts.pop((topic, partition), None)
+    def snapshot(self) -> Progress:
+        return {part: (p.latest, p.offset, p.behind) for part, p in self._parts.items()}
 
-    def current(self) -> int | None:
-        with self._lock:
-            parts = list(self._parts.values())
-        if not parts:
-            return self._value
-        behind = [p.latest for p in parts if p.behind]
-        base = min(behind) if behind else max(p.latest for p in parts)
-        candidate = base - self.grace_ms
-        if self._value is None or candidate > self._value:
-            self._value = candidate
-        return self._value
+
+class StreamClock:
+    """Stream time of one by-account partition, from the marks read in it. Marks from several
+    ingest instances (workers) merge per input partition, the later mark superseding; a
+    partition that moved to another worker is reported by its new owner."""
+
+    def __init__(self, grace_ms: int) -> None:
+        self.grace_ms = grace_ms
+        self._progress: Progress = {}
+        self.value: int | None = None  # W minus the grace period; never moves back
+
+    def merge(self, progress: Progress) -> int | None:
+        """Take a mark's progress; return the (possibly advanced) stream time."""
+        self._progress.update(progress)
+        base = stream_time(self._progress)
+        if base is not None:
+            candidate = base - self.grace_ms
+            if self.value is None or candidate > self.value:
+                self.value = candidate
+        return self.value

@@ -1,6 +1,8 @@
 """Records on the internal topics (`<app>-by-user`, `<app>-by-account`).
 
-A record is either a *batch* of routed events or a *tick*. Batching is what makes the worker fast:
+A record is either a *batch* of routed events or a *mark* of stream time (by-account only: the
+ingest stage's input progress, see `streams.app.watermark`; marks also give a quiet partition a
+record to flush on). Batching is what makes the worker fast:
 Faust's per-record path costs tens of microseconds, so the ingest stage groups the events bound
 for one partition into one record and the stateful agents pay that cost once per batch.
 
@@ -14,8 +16,10 @@ from __future__ import annotations
 
 import msgspec
 
+from streams.app.watermark import Progress
+
 BATCH = b"B"
-TICK = b"T"
+MARK = b"M"
 DIRECT = -1  # the event went straight to the account stage
 # On a by-user item: a group call whose synthetic identify the ingest already delivered.
 SYNTHETIC_DELIVERED = -2
@@ -36,6 +40,7 @@ def position(offset: int, k: int) -> int:
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[Item]).decode
+_decode_mark = msgspec.msgpack.Decoder(Progress).decode
 
 
 def encode_batch(items: list[Item]) -> bytes:
@@ -46,6 +51,16 @@ def decode_batch(data: bytes) -> list[Item]:
     if data[:1] != BATCH:
         raise ValueError(f"not a batch record (starts with {data[:1]!r})")
     return _decode(memoryview(data)[1:])
+
+
+def encode_mark(progress: Progress) -> bytes:
+    return MARK + _encode(progress)
+
+
+def decode_mark(data: bytes) -> Progress:
+    if data[:1] != MARK:
+        raise ValueError(f"not a mark record (starts with {data[:1]!r})")
+    return _decode_mark(memoryview(data)[1:])
 
 
 def chunks(items: list[Item], max_items: int) -> list[list[Item]]:

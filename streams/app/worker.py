@@ -36,11 +36,9 @@ from streams.app.restore import Restorer, RestoringTable
 from streams.app.settings import Settings
 from streams.app.sink import Sink
 from streams.app.table_writer import TableWriter
-from streams.app.watermark import Watermark
 from streams.app.wire import (
     BATCH,
     SYNTHETIC_DELIVERED,
-    TICK,
     Item,
     chunks,
     decode_batch,
@@ -124,7 +122,6 @@ class Pipeline:
         self.metrics = metrics
         self.scorer = Scorer(settings.model)
         self.trait_keys = self.scorer.plan.user_traits
-        self.watermark = Watermark(settings.watermark_grace_ms)
         self.app = faust.App(settings.state_app_id, **faust_settings(settings, embedded))
         app = self.app
         fetch_wait = settings.fetch_wait(embedded)
@@ -161,6 +158,7 @@ class Pipeline:
             on_transition=self._count_transition,
             on_late=self._count_late,
             advance_idle_s=settings.advance_idle_s,
+            grace_ms=settings.watermark_grace_ms,
         )
         self._forward_pending: list[Any] = []
         self.embedded = embedded
@@ -168,7 +166,6 @@ class Pipeline:
         self.ingest = IngestProcess(
             IngestConfig.from_settings(settings, self.trait_keys, embedded),
             metrics,
-            self.watermark,
             settings.log_level,
         )
         self._wire()
@@ -178,7 +175,7 @@ class Pipeline:
         app = self.app
         app.agent(self.by_user, name="users")(self._users)
         app.agent(self.by_account, name="accounts")(self._accounts)
-        app.timer(self.settings.tick_interval_s)(self._tick)
+        app.timer(self.settings.mark_interval_s)(self._refresh_gauges)
         app.timer(self.settings.flush_interval_s)(self._ack_forwarded)
         app.timer(self.settings.lag_interval_s)(self._refresh_lag)
         # mode's handler type wants `*args`; these take exactly what the signals send.
@@ -228,24 +225,16 @@ class Pipeline:
 
     async def _accounts(self, stream: Any) -> None:
         async for record in stream.noack().events():
-            msg = record.message
-            # Stream time only moves while this partition is caught up: records of its own
-            # still unread could be older than what the input side has seen.
-            wm = None if self._behind(msg) else self.watermark.current()
             before = self.stage.events_applied
-            await self.stage.on_record(record, wm)
+            await self.stage.on_record(record)
             self.metrics.events_processed_total.inc(self.stage.events_applied - before)
-            wm = self.watermark.current()
-            if wm is not None:
-                self.metrics.watermark_timestamp_seconds.set(wm / 1000)
 
-    async def _tick(self) -> None:
-        """Give every assigned by-account partition a record to flush and advance time in."""
-        for tp in self.app.assignor.assigned_actives():
-            if tp.topic == self.settings.by_account_topic:
-                await self.by_account.send(value=TICK, partition=tp.partition, force=True)
+    async def _refresh_gauges(self) -> None:
         m = self.metrics
         m.refresh_lag_seconds()
+        wm = self.stage.stream_time()
+        if wm is not None:
+            m.watermark_timestamp_seconds.set(wm / 1000)
         m.state_accounts.set(len(self.stage.state_sizes))
         m.state_bytes.set(self.stage.state_bytes)
         m.pql_accounts.set(self.stage.pql_accounts)
@@ -255,7 +244,7 @@ class Pipeline:
     async def _refresh_lag(self) -> None:
         """Lag from the broker's committed offsets: the numbers `pql lag` and an external
         exporter see. Blocking admin calls run in a thread; failures are logged, not fatal."""
-        # The input topic only: internal topics carry time ticks, whose last few records are
+        # The input topic only: internal topics carry stream-time marks, whose last few records are
         # always in flight, and their lag follows from the input's anyway.
         topics = [self.settings.input_topic]
         loop = asyncio.get_running_loop()
@@ -301,17 +290,6 @@ class Pipeline:
             record.ack()
 
     # -- helpers -----------------------------------------------------------------------------
-    def _behind(self, msg: Any) -> bool:
-        hw = self._highwater(msg.topic, msg.partition)
-        return hw is not None and msg.offset + 1 < hw
-
-    def _highwater(self, topic: str, partition: int) -> int | None:
-        try:
-            hw: int | None = self.app.consumer.highwater(TP(topic, partition))
-        except AssertionError:  # not assigned (any more): a rebalance is under way
-            return None
-        return hw
-
     def _send_transition(self, account: str, payload: bytes) -> None:
         self.sink.produce(self.settings.output_topic, payload, account.encode())
 
@@ -368,7 +346,6 @@ class Pipeline:
             {tp.partition for tp in revoked if tp.topic == self.settings.by_user_topic}
         )
         for tp in revoked:
-            self.watermark.forget(tp.topic, tp.partition)
             self.metrics.forget_partition(tp.topic, tp.partition)
 
     async def _on_rebalanced(self, app: Any, **_: Any) -> None:

@@ -117,7 +117,7 @@ class WorkerProc:
     @property
     def settle(self) -> float:
         """Quiet seconds after which nothing more is coming: an account is advanced by stream
-        time only after `advance_idle_s`, and ticks come every 0.5 s."""
+        time only after `advance_idle_s`, and marks come every 0.5 s."""
         return self.advance_idle_s + 1.5
 
     @property

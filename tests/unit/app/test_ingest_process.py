@@ -1,5 +1,5 @@
-"""The worker's side of the ingest process: cumulative reports become metric increments and
-stream-time progress, whatever reports were skipped in between (`IngestProcess.apply`)."""
+"""The worker's side of the ingest process: cumulative reports become metric increments,
+whatever reports were skipped in between (`IngestProcess.apply`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pickle
 
 from streams.app.ingest import IngestConfig, IngestStats
 from streams.app.ingest_process import IngestProcess, Report
-from streams.app.watermark import Watermark
 from streams.metrics import Metrics
 
 TOPIC = "product-events"
@@ -47,9 +46,9 @@ def _report(
     return Report(stats, progress)
 
 
-def test_reports_become_increments_and_stream_time() -> None:
-    metrics, wm = Metrics(), Watermark(grace_ms=0)
-    ingest = IngestProcess(_config(), metrics, wm)
+def test_reports_become_increments_and_event_time() -> None:
+    metrics = Metrics()
+    ingest = IngestProcess(_config(), metrics)
     ingest.apply(_report(10, {"schema": 1}, 100.0, {0, 1}, {0: (5_000, 9, False)}))
     # A later report (some skipped in between): only what is new is added.
     ingest.apply(_report(25, {"schema": 3, "unknown_account": 1}, 90.0, {1}, {1: (7_000, 4, True)}))
@@ -59,14 +58,16 @@ def test_reports_become_increments_and_stream_time() -> None:
     # The commit gauge never moves back.
     assert _value(metrics, "pql_last_commit_timestamp_seconds") == 100.0
     assert ingest.assigned == frozenset({1})
-    # Partition 0 was revoked: its progress is replaced, partition 1 (behind) bounds W.
-    assert wm.snapshot(TOPIC) == {1: (7_000, 4, True)}
-    assert wm.current() == 7_000
+    # Each partition's latest event time is its lag in seconds; partition 0 was revoked.
+    metrics.refresh_lag_seconds(now=10.0)
+    lag = "pql_consumer_lag_seconds"
+    assert metrics.registry.get_sample_value(lag, {"topic": TOPIC, "partition": "1"}) == 3.0
+    assert metrics.registry.get_sample_value(lag, {"topic": TOPIC, "partition": "0"}) is None
 
 
 def test_the_same_report_twice_adds_nothing() -> None:
     metrics = Metrics()
-    ingest = IngestProcess(_config(), metrics, Watermark(grace_ms=0))
+    ingest = IngestProcess(_config(), metrics)
     r = _report(7, {"schema": 2}, 1.0, {0}, {0: (1_000, 6, False)})
     ingest.apply(r)
     ingest.apply(r)
