@@ -224,7 +224,6 @@ class Ingest:
     def _poll_once(self) -> None:
         msgs = self._consumer.consume(POLL_BATCH, POLL_TIMEOUT_S)
         if not msgs:
-            self.progress.refresh({q: self._highwater(q) for q in self.progress.behind()})
             return
         to_account: dict[int, list[Item]] = defaultdict(list)
         to_user: dict[int, list[Item]] = defaultdict(list)
@@ -290,6 +289,9 @@ class Ingest:
             return
         self._marked_at = now
         self._check_delivery()
+        # A partition marked behind may have been drained since (or, restored after a restart,
+        # not fetched yet): its fetch's high watermark tells. Busy partitions need no refresh.
+        self.progress.refresh({q: self._highwater(q) for q in self.progress.behind()})
         value = encode_mark(self.progress.snapshot())
         for part in range(self.partitions):
             self._produce(self.config.by_account_topic, value, part)

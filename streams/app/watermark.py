@@ -37,7 +37,7 @@ def stream_time(progress: Progress) -> int | None:
 class _Partition:
     latest: int  # latest event time read on the partition
     offset: int  # offset of the last record read
-    behind: bool  # unread records remain after it
+    behind: bool  # unread records remain after it (or it is not known yet that none do)
 
 
 class InputProgress:
@@ -47,7 +47,9 @@ class InputProgress:
         self._parts: dict[int, _Partition] = {}
 
     def observe(self, partition: int, event_ms: int, offset: int, highwater: int | None) -> None:
-        behind = highwater is not None and offset + 1 < highwater
+        """The latest record read; `highwater` from the last fetch, None if there was none yet
+        (the partition then counts as behind: an unknown end is not a reached one)."""
+        behind = _behind(offset, highwater)
         p = self._parts.get(partition)
         if p is None:
             self._parts[partition] = _Partition(event_ms, offset, behind)
@@ -59,12 +61,11 @@ class InputProgress:
 
     def refresh(self, highwater: dict[int, int | None]) -> None:
         """Re-check partitions marked behind against fresh high watermarks: the one seen with
-        their last record may have been stale, and a drained partition gets no record to say
-        so."""
+        their last record may have been stale (or missing, after a restart), and a drained
+        partition gets no record to say so."""
         for partition, p in self._parts.items():
             if p.behind and partition in highwater:
-                hw = highwater[partition]
-                p.behind = hw is not None and p.offset + 1 < hw
+                p.behind = _behind(p.offset, highwater[partition])
 
     def behind(self) -> list[int]:
         return [partition for partition, p in self._parts.items() if p.behind]
@@ -74,6 +75,10 @@ class InputProgress:
 
     def snapshot(self) -> Progress:
         return {part: (p.latest, p.offset, p.behind) for part, p in self._parts.items()}
+
+
+def _behind(offset: int, highwater: int | None) -> bool:
+    return highwater is None or offset + 1 < highwater
 
 
 class StreamClock:

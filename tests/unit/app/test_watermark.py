@@ -34,6 +34,21 @@ def test_input_progress_tracks_latest_time_and_whether_records_remain() -> None:
     assert p.snapshot() == {0: (5_000, 12, False)}
 
 
+def test_a_partition_whose_end_is_unknown_counts_as_behind() -> None:
+    """After a restart the ingest restores each partition's last committed event time before
+    any fetch: until a fetch tells where the partition ends, it may hold older unread
+    records, so it bounds stream time instead of being taken as caught up."""
+    p = InputProgress()
+    p.observe(0, 9_000, offset=99, highwater=None)  # restored, not fetched yet
+    p.observe(1, 4_000, offset=10, highwater=None)
+    assert stream_time(p.snapshot()) == 4_000
+    p.refresh({0: None, 1: None})  # still no fetch
+    assert p.behind() == [0, 1]
+    p.refresh({1: 11})  # partition 1 fetched: nothing after its committed record
+    assert p.behind() == [0]
+    assert stream_time(p.snapshot()) == 9_000
+
+
 def test_clock_merges_marks_of_several_ingests_and_never_moves_back() -> None:
     clock = StreamClock(grace_ms=0)
     assert clock.value is None
