@@ -2,9 +2,12 @@
 
 A record is either a *batch* of routed events or a *mark* of stream time (by-account only: the
 ingest stage's input progress, see `streams.app.watermark`; marks also give a quiet partition a
-record to flush on). Batching is what makes the worker fast:
-Faust's per-record path costs tens of microseconds, so the ingest stage groups the events bound
-for one partition into one record and the stateful agents pay that cost once per batch.
+record to flush on). The account stage ignores any other kind (the time ticks of earlier
+versions, still in a topic after an upgrade).
+
+Batching is what makes the worker fast: Faust's per-record path costs tens of microseconds, so
+the ingest stage groups the events bound for one partition into one record and the stateful
+agents pay that cost once per batch.
 
 Every item names where its event came from — input partition, input offset, and the path it
 took (`DIRECT`, or the by-user partition it went through) — so the account stage can tell an

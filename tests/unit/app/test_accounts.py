@@ -165,3 +165,14 @@ def test_grace_holds_advances_back() -> None:
     assert s.stage.stream_time() == T0 + 60 * MIN
     s.mark({0: (T0 + 2 * 60 * MIN + 5 * MIN, 3, False)})
     assert s.brief() == [("qualified", "a", "event"), ("disqualified", "a", "time")]
+
+
+def test_a_time_tick_of_an_earlier_version_is_ignored() -> None:
+    """After an upgrade, the by-account topic may still hold the ticks earlier versions sent
+    (b"T"): they neither fail the stage nor move time."""
+    s = Stage()
+    s.events(track("Message Sent", T0, account="a"), track("Message Sent", T0 + MIN, account="a"))
+    s._record(b"T")
+    assert s.brief() == [("qualified", "a", "event")]
+    assert s.stage.stream_time() is None
+    assert len(s.stage.work[0].pending) == 2  # acked with the rest at the next flush
