@@ -16,6 +16,7 @@ from streams.backtest.runner import run_backtest
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.gc_tuning import tune_gc
 from streams.model.errors import ModelError
+from streams.model.durations import DurationError, parse_duration
 from streams.model.loader import load_model
 
 
@@ -30,6 +31,13 @@ from streams.model.loader import load_model
     "--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary (JSON)."
 )
 @click.option("--until", default=None, help="Advance time to this ISO instant at the end.")
+@click.option(
+    "--max-disorder",
+    default="1h",
+    show_default=True,
+    help="How far out of time order the file may be (0s: sorted). Events are applied in "
+    "time order; one later than this is applied as a late event and counted.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def backtest(
     model_path: str,
@@ -38,6 +46,7 @@ def backtest(
     out_path: str | None,
     report_path: str | None,
     until: str | None,
+    max_disorder: str,
     quiet: bool,
 ) -> None:
     """Replay EVENTS (JSONL, optionally gzipped; - for stdin) through MODEL offline."""
@@ -52,6 +61,7 @@ def backtest(
         if p != "-" and not os.path.exists(p):
             raise click.ClickException(f"no such events file: {p}")
     until_ms = _parse_until(until)
+    disorder_ms = _parse_disorder(max_disorder)
     out: IO[bytes] | None = open(out_path, "wb") if out_path else None  # noqa: SIM115
     sink = None
     if out is not None:
@@ -80,6 +90,7 @@ def backtest(
                 sink=sink,
                 conversion_event=conversion_event,
                 until=until_ms,
+                max_disorder_ms=disorder_ms,
                 progress=lambda done: bar.update(task, completed=done),
             )
     finally:
@@ -100,6 +111,15 @@ def _parse_until(text: str | None) -> int | None:
     return ms
 
 
+def _parse_disorder(text: str) -> int:
+    if text.strip() in ("0", "0s"):
+        return 0
+    try:
+        return parse_duration(text)
+    except DurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-disorder") from exc
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 100:.1f}%"
 
@@ -117,6 +137,10 @@ def _print_summary(
     t.add_row("events read", _num(s["events_read"]))
     rejected = sum(s["events_rejected"].values())
     t.add_row("events rejected", f"{rejected:,} {s['events_rejected'] or ''}".strip())
+    if s["duplicates_skipped"]:
+        t.add_row("duplicates skipped (same messageId)", _num(s["duplicates_skipped"]))
+    if s["timestamps_adjusted"]:
+        t.add_row("timestamps from wrong clocks", str(s["timestamps_adjusted"]))
     t.add_row("accounts seen", _num(s["accounts_seen"]))
     t.add_row("accounts that became PQL", _num(s["pql_accounts"]))
     t.add_row("PQL rate", _pct(s["pql_rate"]))
@@ -138,6 +162,12 @@ def _print_summary(
     if s.get("events_per_second"):
         t.add_row("throughput", f"{s['events_per_second']:,} events/s")
     console.print(t)
+    if s["events_out_of_order"]:
+        console.print(
+            f"[yellow]{s['events_out_of_order']:,} events came more than --max-disorder after "
+            "later ones and were applied as late events; sort the file by timestamp or raise "
+            "--max-disorder to apply them in order.[/yellow]"
+        )
     if out_path:
         console.print(f"transitions written to {out_path}")
     if report_path:

@@ -1,9 +1,20 @@
 """Offline replay: the same parsing, account resolution and scoring the worker runs, over files.
 
-The watermark is the latest event time read so far (files are in time order); whenever it
-passes an account's next window expiry that account is advanced, exactly as the worker does
-from stream time. At the end of the input every account is advanced to the last event time
-(or to `until`, to see who would drop out if nothing else happened).
+Order (README "Time semantics"): events are applied in the canonical order of
+`streams.events.order` — event time, then identify/group before track, then messageId — the
+order the worker restores from its input partitions. Files need not be sorted: events are held
+until the latest event time read has moved `max_disorder_ms` (default one hour, `pql backtest
+--max-disorder`) past them, then routed and applied in that order; events at the latest
+millisecond wait for a later one (or the end of the input), so ties always follow the key. An
+event older than what was already applied (out of order by more than `max_disorder_ms`) is
+routed and applied at once, through the late path every late event takes, and counted
+(`events_out_of_order`). A time-sorted file therefore gives the same transitions whatever
+`max_disorder_ms` is.
+
+Whenever the time of the applied events passes an account's next window expiry that account is
+advanced, exactly as the worker does from stream time. At the end of the input every held event
+is applied and every account advanced to the last event time (or to `until`, to see who would
+drop out if nothing else happened).
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from streams.backtest.summary import SummaryBuilder
+from streams.events.order import HoldBuffer, order_key
 from streams.events.parse import parse_event
 from streams.events.routing import Router
 from streams.events.timestamps import iso_to_epoch_ms
@@ -28,6 +40,8 @@ from streams.scoring.timers import ExpiryIndex
 from streams.state.account import AccountState
 
 TransitionSink = Callable[[dict[str, Any]], None]
+DEFAULT_MAX_DISORDER_MS = 3_600_000
+_NONE = -(2**62)
 
 
 @contextmanager
@@ -64,13 +78,18 @@ class Backtest:
         conversion_event: str | None = None,
         now_ms: Callable[[], float] | None = None,
         on_reject: Callable[[RejectedLine], None] | None = None,
+        max_disorder_ms: int = DEFAULT_MAX_DISORDER_MS,
     ) -> None:
         self.model = model
         self.scorer = Scorer(model, now_ms) if now_ms else Scorer(model)
         self.router = Router(self.scorer.plan.user_traits)
         self.states: dict[str, AccountState] = {}
         self.timers = ExpiryIndex()
-        self.watermark = -(2**62)
+        self.watermark = _NONE
+        self.max_disorder_ms = max_disorder_ms
+        self.held: HoldBuffer[tuple[Event, int]] = HoldBuffer()
+        self.latest = _NONE  # the latest event time read
+        self.released = _NONE  # every event older than this has been applied
         self.sink = sink
         self.on_reject = on_reject
         self.summary = SummaryBuilder(conversion_event=conversion_event)
@@ -82,9 +101,28 @@ class Backtest:
         if isinstance(parsed, Reject):
             self._reject(line_no, parsed)
             return
+        if parsed.adjusted is not None:
+            self.summary.adjusted[parsed.adjusted] += 1
         self.feed_event(parsed, line_no)
 
     def feed_event(self, ev: Event, line_no: int = 0) -> None:
+        """Take one event of the input; it is applied once the order allows (see module)."""
+        ts = ev.ts
+        if ts < self.released:  # more out of order than max_disorder_ms: the late path
+            self.summary.out_of_order += 1
+            self.apply_event(ev, line_no)
+            return
+        self.held.push(order_key(ev), (ev, line_no))
+        if ts > self.latest:
+            self.latest = ts
+            before = ts - self.max_disorder_ms
+            if before > self.released:
+                self.released = before
+                for held, n in self.held.release(before):
+                    self.apply_event(held, n)
+
+    def apply_event(self, ev: Event, line_no: int = 0) -> None:
+        """Route and apply one event now, whatever its order (`feed_event` orders them)."""
         deliveries, reject = self.router.route(ev)
         if reject is not None:
             self._reject(line_no, reject)
@@ -95,6 +133,9 @@ class Backtest:
 
     def _apply(self, account: str, ev: Event, line_no: int) -> None:
         outcome = self.scorer.apply(account, self.states.get(account), ev)
+        if outcome.duplicate:
+            self.summary.duplicates += 1
+            return
         if outcome.reject is not None:
             self._reject(line_no, outcome.reject)
             return
@@ -119,7 +160,11 @@ class Backtest:
             self.timers.schedule(account, state.next_expiry)
 
     def finish(self, until: int | None = None) -> None:
-        """End of input: advance to the last event time, or to `until` if later."""
+        """End of input: apply what is held, then advance to the last event time, or to
+        `until` if later."""
+        for held, n in self.held.release_all():
+            self.apply_event(held, n)
+        self.released = self.latest
         end = self.watermark if until is None else max(until, self.watermark)
         self.advance_watermark(end)
 
@@ -149,10 +194,13 @@ def run_backtest(
     conversion_event: str | None = None,
     until: int | None = None,
     progress: Callable[[int], None] | None = None,
+    max_disorder_ms: int = DEFAULT_MAX_DISORDER_MS,
 ) -> dict[str, Any]:
     """Replay files through the core; return the summary. `progress(bytes_read)` is called
     every few thousand lines."""
-    bt = Backtest(model, sink=sink, conversion_event=conversion_event)
+    bt = Backtest(
+        model, sink=sink, conversion_event=conversion_event, max_disorder_ms=max_disorder_ms
+    )
     started = time.perf_counter()
     n = 0
     for path in paths:

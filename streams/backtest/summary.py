@@ -35,6 +35,9 @@ class SummaryBuilder:
     events_read: int = 0
     events_applied: int = 0
     late_applied: int = 0
+    duplicates: int = 0  # events skipped: their account had applied that messageId already
+    out_of_order: int = 0  # read after later events had been applied (beyond max_disorder)
+    adjusted: Counter[str] = field(default_factory=Counter)  # timestamps from wrong clocks
 
     def on_event(self, account_id: str, ts: int, name: str | None) -> None:
         self.events_applied += 1
@@ -66,6 +69,9 @@ class SummaryBuilder:
             "events_applied": self.events_applied,
             "events_rejected": dict(sorted(self.rejected.items())),
             "late_events_applied": self.late_applied,
+            "duplicates_skipped": self.duplicates,
+            "events_out_of_order": self.out_of_order,
+            "timestamps_adjusted": dict(sorted(self.adjusted.items())),
             "accounts_seen": accounts,
             "pql_accounts": pqls,
             "pql_rate": _ratio(pqls, accounts),

@@ -18,6 +18,17 @@ Rules, in the order they are checked (the first failing one is the reject reason
 * `properties` / `traits` / `context` objects, `context.groupId`, `messageId`, the ids and a
   page's `name` strings (JSON null counts as absent)            -> WRONG_FIELD_TYPE
 
+Clock skew (a device whose clock is wrong; README "Time semantics"): a `timestamp` more than
+`MAX_FUTURE_SKEW_MS` ahead of `receivedAt` (what the CDP stamps when the event reaches it) is
+*corrected* by Segment's rule, `receivedAt - (sentAt - originalTimestamp)`, when the event has
+both and that lands no later than `receivedAt`; otherwise it is *clamped* to `receivedAt`. The
+event's `adjusted` says which (it is counted, never rejected). Live, the worker passes the
+wall clock (`now_ms`): an event without a usable `receivedAt` whose `timestamp` is that far
+ahead of it cannot have been received yet, and is rejected as FUTURE_TIMESTAMP. A backtest has
+no "now" (history can be replayed at any later date), so it passes none and relies on
+`receivedAt`. Either way one event from a wrong clock never moves an account's (or the
+stream's) time ahead.
+
 Dicts of the input are reused, not copied: `parse_event` owns them, and `event_from_obj` callers
 hand over the object they pass in.
 """
@@ -45,17 +56,23 @@ _TYPES: dict[str, EventType] = {"track": _TRACK, "identify": _IDENTIFY, "group":
 _VIEW_NAMES: dict[str, str] = {"page": "Page Viewed", "screen": "Screen Viewed"}
 _ACCEPTED_TYPES = "track, identify, group, page or screen"
 _EXAMPLE_TS = "2024-05-01T12:00:00Z or 2024-05-01T14:00:00.250+02:00"
+# How far `timestamp` may lie ahead of `receivedAt` (or, without it, the wall clock) before it
+# is taken for a wrong device clock: devices and servers differ by seconds, not minutes.
+MAX_FUTURE_SKEW_MS = 5 * 60 * 1000
+CORRECTED = "corrected"
+CLAMPED = "clamped"
 
 
-def parse_event(raw: bytes | str) -> Event | Reject:
-    """Parse one raw message (Kafka value, file line). Returns a `Reject` instead of raising."""
+def parse_event(raw: bytes | str, now_ms: float | None = None) -> Event | Reject:
+    """Parse one raw message (Kafka value, file line). Returns a `Reject` instead of raising.
+    `now_ms`: the wall clock, live only (see the module docstring on clock skew)."""
     try:
         obj = _loads(raw)
     except Exception as exc:  # orjson.JSONDecodeError, or TypeError for a non-bytes input
         return Reject(RejectReason.INVALID_JSON, f"not valid JSON: {exc}")
     if type(raw) is bytes:  # the common case: `event_from_obj(obj, raw)` without its call
         try:
-            return _from_obj(obj, raw)
+            return _from_obj(obj, raw, now_ms)
         except Exception as exc:
             return _unusable(exc)
     if isinstance(raw, str):
@@ -63,14 +80,16 @@ def parse_event(raw: bytes | str) -> Event | Reject:
             raw = raw.encode()
         except Exception as exc:  # pragma: no cover - orjson already refused lone surrogates
             return Reject(RejectReason.INVALID_JSON, f"not valid UTF-8 text: {exc}")
-    return event_from_obj(obj, raw if isinstance(raw, bytes) else bytes(raw))
+    return event_from_obj(obj, raw if isinstance(raw, bytes) else bytes(raw), now_ms)
 
 
-def event_from_obj(obj: object, raw: bytes | None = None) -> Event | Reject:
+def event_from_obj(
+    obj: object, raw: bytes | None = None, now_ms: float | None = None
+) -> Event | Reject:
     """Validate an already-decoded JSON value. `raw`, when given, is what a derived messageId
     hashes; otherwise the object's canonical (sorted-keys) JSON is hashed."""
     try:
-        return _from_obj(obj, raw)
+        return _from_obj(obj, raw, now_ms)
     except Exception as exc:  # e.g. a caller's object whose __eq__ raises: still no exception out
         return _unusable(exc)
 
@@ -89,7 +108,7 @@ def derive_message_id(obj: object, raw: bytes | None = None) -> str:
     return "sha:" + blake2b(data).hexdigest()[:16]
 
 
-def _from_obj(obj: object, raw: bytes | None) -> Event | Reject:
+def _from_obj(obj: object, raw: bytes | None, now_ms: float | None = None) -> Event | Reject:
     if not isinstance(obj, dict):
         return Reject(
             RejectReason.INVALID_JSON,
@@ -215,9 +234,39 @@ def _from_obj(obj: object, raw: bytes | None) -> Event | Reject:
                 "$.messageId",
             )
 
+    adjusted: str | None = None
+    received = obj.get("receivedAt")
+    received_ms = iso_to_epoch_ms(received) if type(received) is str else None
+    if received_ms is not None:
+        if ts > received_ms + MAX_FUTURE_SKEW_MS:
+            ts, adjusted = _skewed(obj, ts, received_ms)
+    elif now_ms is not None and ts > now_ms + MAX_FUTURE_SKEW_MS:
+        return Reject(
+            RejectReason.FUTURE_TIMESTAMP,
+            f"`timestamp` {_short(ts_raw)} is ahead of the wall clock: the device's clock is "
+            "wrong (send `receivedAt` to have it corrected)",
+            "$.timestamp",
+        )
+
     if etype is _TRACK:
-        return Event(etype, message_id, ts, user_id, account_id, name, props, {})
-    return Event(etype, message_id, ts, user_id, account_id, None, {}, traits)
+        return Event(etype, message_id, ts, user_id, account_id, name, props, {}, None, adjusted)
+    return Event(etype, message_id, ts, user_id, account_id, None, {}, traits, None, adjusted)
+
+
+def _skewed(obj: dict[str, Any], ts: int, received_ms: int) -> tuple[int, str]:
+    """(event time, how) for a `timestamp` too far ahead of `receivedAt`: Segment's correction
+    `receivedAt - (sentAt - originalTimestamp)` when the event has both and it lands no later
+    than `receivedAt` (plus the tolerance), else `receivedAt` itself."""
+    sent = obj.get("sentAt")
+    original = obj.get("originalTimestamp")
+    if type(sent) is str and type(original) is str:
+        sent_ms = iso_to_epoch_ms(sent)
+        original_ms = iso_to_epoch_ms(original)
+        if sent_ms is not None and original_ms is not None:
+            corrected = received_ms - (sent_ms - original_ms)
+            if corrected <= received_ms + MAX_FUTURE_SKEW_MS:
+                return corrected, CORRECTED
+    return received_ms, CLAMPED
 
 
 # -- reject construction (cold path) ---------------------------------------------------------

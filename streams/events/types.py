@@ -38,6 +38,9 @@ class Event:
     # Set by the resolver on events it routes to an account: the user's latest traits that the
     # model reads (so the account learns e.g. a user's `title` from an earlier identify call).
     user_traits: dict[str, Any] | None = None
+    # How the parser changed `ts` of an event from a wrong device clock ("corrected" or
+    # "clamped", see `streams.events.parse`); None for almost every event. Not on the wire.
+    adjusted: str | None = None
 
 
 class RejectReason(StrEnum):
@@ -55,6 +58,8 @@ class RejectReason(StrEnum):
     MISSING_ACCOUNT = "missing_account"
     WRONG_FIELD_TYPE = "wrong_field_type"  # a field has the wrong JSON type
     TOO_LATE = "too_late"  # older than the account's time minus the longest window
+    # `timestamp` far ahead of the wall clock and no `receivedAt` to correct it by
+    FUTURE_TIMESTAMP = "future_timestamp"
 
 
 @dataclass(frozen=True, slots=True)

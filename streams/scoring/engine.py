@@ -15,7 +15,9 @@ Time semantics (the same in the worker and in `pql backtest`; README "Time seman
    event is applied to its own bucket (only for signals whose bucket has not already expired) and
    the account is evaluated at its current clock; otherwise it is rejected as `too_late` (the
    worker sends it to the dead-letter topic). Both are counted.
-4. Evaluation runs only when a value changed, so an event the model does not read costs a dict
+4. Duplicates: an event whose messageId the account already applied (within the horizon of
+   `streams.state.dedup`) is skipped and reported as a duplicate, before anything else.
+5. Evaluation runs only when a value changed, so an event the model does not read costs a dict
    lookup. And it is incremental: each account state carries an in-memory `EvalCache` (an
    undeclared attribute, never encoded) of its last decision, and an evaluation recomputes only
    the rules, qualify condition and segments reading a signal that changed (see
@@ -43,6 +45,7 @@ from streams.scoring.transitions import (
     build_transition,
 )
 from streams.state.account import NEVER, AccountState, StateCodec
+from streams.state.dedup import digest, remember, seen
 
 # The attribute of an AccountState holding its EvalCache (AccountState has dict=True for it).
 _CACHE = "_eval_cache"
@@ -60,6 +63,7 @@ class Outcome:
     transitions: list[dict[str, Any]] = field(default_factory=list)
     late: bool = False  # applied although older than the account's clock
     reject: Reject | None = None  # not applied (the state is unchanged)
+    duplicate: bool = False  # not applied: the account already applied this messageId
 
 
 class Scorer:
@@ -90,22 +94,27 @@ class Scorer:
     # -- events ----------------------------------------------------------------------------
     def apply(self, account_id: str, state: AccountState | None, ev: Event) -> Outcome:
         ts = ev.ts
+        d: bytes | None = None
         if state is None:
             state = self.new_state()
             state.first_seen = ts
             state.clock = ts
+        elif state.dedup_ids and seen(state, d := digest(ev.message_id)):
+            return Outcome(state, duplicate=True)
         elif ts < state.clock:
-            return self._apply_late(account_id, state, ev)
+            return self._apply_late(account_id, state, ev, d)
         transitions = self.advance(account_id, state, ts) if state.next_expiry <= ts else []
         changed = self.plan.apply(state, ev)
         state.clock = ts
+        if changed:
+            remember(state, d or digest(ev.message_id), ts)
         if changed or not state.evaluated:
             found = self._evaluate(account_id, state, ts, ev.message_id, changed)
             if found:
                 transitions.extend(found)
         return Outcome(state, transitions)
 
-    def _apply_late(self, account_id: str, state: AccountState, ev: Event) -> Outcome:
+    def _apply_late(self, account_id: str, state: AccountState, ev: Event, d: bytes | None) -> Outcome:
         if self.longest_window and ev.ts <= state.clock - self.longest_window:
             reject = Reject(
                 RejectReason.TOO_LATE,
@@ -119,6 +128,7 @@ class Scorer:
         out = Outcome(state, late=True)
         changed = self.plan.apply(state, ev)
         if changed:
+            remember(state, d or digest(ev.message_id), ev.ts)
             out.transitions = self._evaluate(account_id, state, state.clock, ev.message_id, changed)
         return out
 

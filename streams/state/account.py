@@ -59,6 +59,11 @@ class AccountState(msgspec.Struct, array_like=True, omit_defaults=True, dict=Tru
     # after a crash is never applied twice. At most input partitions x (by-user partitions + 1)
     # entries; empty in the backtest.
     seen: dict[str, int] = msgspec.field(default_factory=dict)
+    # messageId de-duplication (`streams.state.dedup`): digests of the events that changed a
+    # signal within the horizon, and [hour, count] runs of them. Appended last, so states
+    # written before they existed still decode.
+    dedup_ids: bytes = b""
+    dedup_runs: list[list[int]] = msgspec.field(default_factory=list)
 
 
 _S = TypeVar("_S", "AccountState", "StateSummary")

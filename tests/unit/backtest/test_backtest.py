@@ -95,6 +95,9 @@ EXPECTED_SUMMARY = {
         "missing_timestamp": 1,
     },
     "late_events_applied": 0,
+    "duplicates_skipped": 0,
+    "events_out_of_order": 0,
+    "timestamps_adjusted": {},
     "accounts_seen": 7,
     "pql_accounts": 4,  # A, B, C, E
     "pql_rate": 0.5714,  # 4 / 7
@@ -182,7 +185,8 @@ def test_rejected_lines_by_reason_with_line_numbers() -> None:
     bt = Backtest(MODEL, on_reject=rejected.append, now_ms=lambda: 0.0)
     for i, line in enumerate(HISTORY, start=1):
         bt.feed_line(line.encode(), i)
-    assert [(r.line_no, r.reason) for r in rejected] == [
+    bt.finish()  # routing rejects come when the order lets an event through
+    assert sorted((r.line_no, r.reason) for r in rejected) == [
         (6, "invalid_json"),
         (12, "missing_account"),
         (15, "invalid_type"),
@@ -206,17 +210,48 @@ WINDOWED = model(
 
 def test_late_and_too_late_events_are_counted() -> None:
     out: list[dict[str, Any]] = []
-    bt = Backtest(WINDOWED, sink=out.append, now_ms=lambda: 0.0)
+    bt = Backtest(WINDOWED, sink=out.append, now_ms=lambda: 0.0, max_disorder_ms=0)
     bt.feed_line(_msg("A", 30, "a1").encode(), 1)
-    bt.feed_line(_msg("A", 29, "a0").encode(), 2)  # late, inside the 1d window: applied
-    bt.feed_line(_msg("A", 6, "old").encode(), 3)  # 24h older than the account: too late
+    bt.feed_line(_msg("B", 31, "b1").encode(), 2)  # a later event: A's is applied
+    bt.feed_line(_msg("A", 29, "a0").encode(), 3)  # late, inside the 1d window: applied
+    bt.feed_line(_msg("A", 6, "old").encode(), 4)  # 24h older than the account: too late
     bt.finish()
     s = bt.summary.build()
     assert s["late_events_applied"] == 1
+    assert s["events_out_of_order"] == 2
     assert s["events_rejected"] == {"too_late": 1}
-    assert s["events_applied"] == 2
+    assert s["events_applied"] == 3
     assert [(t["kind"], t["occurred_at"], t["message_id"]) for t in out] == [
         ("qualified", iso(T0 + 30 * HOUR), "a0"),  # evaluated at the account's clock
+    ]
+
+
+def test_events_within_max_disorder_are_applied_in_time_order() -> None:
+    """The same lines as above with an hour of disorder allowed: the 29h message is applied
+    before the 30h one, so nothing is late and the transition is the time-sorted file's."""
+    out: list[dict[str, Any]] = []
+    bt = Backtest(WINDOWED, sink=out.append, now_ms=lambda: 0.0, max_disorder_ms=HOUR)
+    bt.feed_line(_msg("A", 30, "a1").encode(), 1)
+    bt.feed_line(_msg("A", 29, "a0").encode(), 2)
+    bt.finish()
+    s = bt.summary.build()
+    assert s["late_events_applied"] == 0 and s["events_out_of_order"] == 0
+    assert [(t["kind"], t["occurred_at"], t["message_id"]) for t in out] == [
+        ("qualified", iso(T0 + 30 * HOUR), "a1"),
+    ]
+
+
+def test_duplicates_count_once() -> None:
+    """A re-delivered event (same messageId) is skipped and counted, not applied twice."""
+    out: list[dict[str, Any]] = []
+    bt = Backtest(WINDOWED, sink=out.append, now_ms=lambda: 0.0)
+    for n, (hour, mid) in enumerate([(1, "a1"), (2, "a2"), (2, "a2"), (3, "a1")]):
+        bt.feed_line(_msg("A", hour, mid).encode(), n)
+    bt.finish()
+    s = bt.summary.build()
+    assert s["duplicates_skipped"] == 2 and s["events_applied"] == 2
+    assert [(t["kind"], t["message_id"], t["signals"]["msgs"]) for t in out] == [
+        ("qualified", "a2", 2),
     ]
 
 

@@ -208,7 +208,7 @@ def _check(m: Model, steps: list[tuple[Any, ...]]) -> None:
             if step[0] == "advance":
                 side.bt.advance_watermark(ts)
             else:
-                side.bt.feed_event(_event(step, ts, n))
+                side.bt.apply_event(_event(step, ts, n))
         assert fast.transitions == full.transitions, n
         assert fast.state_bytes() == full.state_bytes(), n
     for side in (fast, full):
@@ -237,7 +237,7 @@ def test_incremental_equals_full_evaluation(name: str) -> None:
 def test_the_incremental_path_is_taken() -> None:
     side = Side(MODELS["flip"], True)
     for i in range(3):
-        side.bt.feed_event(_event(("track", 0, "A", "u1", "acme", {}), START + i * SEC, i))
+        side.bt.apply_event(_event(("track", 0, "A", "u1", "acme", {}), START + i * SEC, i))
     state = side.bt.states["acme"]
     assert isinstance(state.__dict__.get("_eval_cache"), EvalCache)
 
@@ -246,7 +246,7 @@ def test_the_cache_is_never_encoded() -> None:
     """A state with an evaluation cache attached encodes to the same bytes as one without."""
     side = Side(MODELS["team-chat"], True)
     for i, name in enumerate(["Message Sent", "Invite Sent", "Onboarding Completed"]):
-        side.bt.feed_event(_event(("track", 0, name, "u1", "acme", {}), START + i * SEC, i))
+        side.bt.apply_event(_event(("track", 0, name, "u1", "acme", {}), START + i * SEC, i))
     state = side.bt.states["acme"]
     assert state.__dict__, "expected a cache on the state"
     codec = side.bt.scorer.codec
@@ -265,11 +265,11 @@ def test_a_state_changed_behind_the_scorers_back_is_evaluated_in_full() -> None:
     names = ["Onboarding Completed", "Invite Sent"] + ["Core Feature Used"] * 5
     for side in (fast, full):
         for i, name in enumerate(names):
-            side.bt.feed_event(_event(("track", 0, name, "u1", "acme", {}), START + i * SEC, i))
+            side.bt.apply_event(_event(("track", 0, name, "u1", "acme", {}), START + i * SEC, i))
         state: AccountState = side.bt.states["acme"]
         assert state.pql
         state.pql = False  # e.g. a repair tool resetting the status
-        side.bt.feed_event(
+        side.bt.apply_event(
             _event(("track", 0, "Core Feature Used", "u1", "acme", {}), START + DAY, 99)
         )
     assert fast.transitions == full.transitions
