@@ -140,6 +140,31 @@ class Metrics:
             registry=r,
         )
 
+        self.duplicate_events_total = Counter(
+            "pql_duplicate_events_total",
+            "Events skipped because their account had already applied their messageId "
+            "(re-deliveries within the de-duplication horizon).",
+            registry=r,
+        )
+        self.clock_skew_events_total = Counter(
+            "pql_clock_skew_events_total",
+            "Events whose timestamp came from a wrong device clock, by outcome "
+            "(corrected|clamped; rejected ones count as future_timestamp rejects).",
+            ["outcome"],
+            registry=r,
+        )
+        self.held_events = Gauge(
+            "pql_held_events",
+            "Events held until stream time passes them (event-time alignment), by stage.",
+            ["stage"],
+            registry=r,
+        )
+        self.paused_partitions = Gauge(
+            "pql_paused_input_partitions",
+            "Input partitions paused for running more than --max-drift ahead of the slowest.",
+            registry=r,
+        )
+
         # -- results -------------------------------------------------------------------------
         self.transitions_total = Counter(
             "pql_transitions_total",

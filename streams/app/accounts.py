@@ -10,9 +10,11 @@ Per by-account partition:
   its own records*: wait until every transition sent so far is delivered, write each dirty
   account once to the table (one changelog record per account per flush, not per event), wait
   for those, and only then ack the partition's events so Faust may commit their offsets;
-- stream time comes in band: each mark record (`streams.app.wire`) feeds the partition's
-  `StreamClock`, which advances the partition's quiet accounts; a mark follows every record
-  forwarded from the input it describes, so it never overtakes an account's own events;
+- stream time comes in band: each mark record (`streams.app.wire`: the ingest's direct marks and
+  the user stage's relayed ones) feeds the partition's `StreamClock`; events are held until
+  stream time passes them and then applied in canonical event-time order (`streams.app.align`),
+  and quiet accounts are advanced to it; a mark follows every record forwarded from the input it
+  describes, so it never overtakes an account's own events;
 - every state carries, per (input partition, path), the highest position applied to it
   (`streams/app/wire.py`), so an event a stage re-sends or re-reads after a crash is skipped if
   the restored state already holds it and applied otherwise — state never counts an event twice
@@ -37,10 +39,12 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
+from streams.app.align import Aligned, Entry
 from streams.app.table_writer import TableWriter
-from streams.app.watermark import StreamClock
-from streams.app.wire import BATCH, MARK, decode_batch, decode_mark
+from streams.app.watermark import DIRECT, StreamClock
+from streams.app.wire import BATCH, MARK, RELAY, decode_batch, decode_mark, decode_relay
 from streams.events.codec import decode_event
+from streams.events.order import order_key
 from streams.events.types import Event, Reject
 from streams.scoring.engine import Scorer
 from streams.scoring.timers import ExpiryIndex
@@ -49,13 +53,21 @@ from streams.state.account import AccountState
 log = logging.getLogger(__name__)
 
 
+# A held event: (account, "input partition:path", position, the event).
+Held = tuple[str, str, int, Event]
+
+
 @dataclass
 class PartitionWork:
     part: int
     clock: StreamClock  # stream time, from the marks read in this partition
     dirty: set[str] = field(default_factory=set)
-    pending: list[Any] = field(default_factory=list)  # Faust events to ack after the next flush
     timers: ExpiryIndex = field(default_factory=ExpiryIndex)
+    # Held events and the records to ack (in order, once nothing of theirs is held).
+    align: Aligned[Held] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.align = Aligned(self.clock)
 
 
 class AccountStage:
@@ -77,8 +89,14 @@ class AccountStage:
         advance_idle_s: float = 5.0,
         cache_max_accounts: int = 200_000,
         grace_ms: int = 0,
+        mark_paths: tuple[int, ...] = (DIRECT,),
+        idle_hold_s: float = 1.0,
+        on_duplicate: Callable[[], None] | None = None,
     ) -> None:
         self.scorer = scorer
+        self.mark_paths = mark_paths  # whose marks stream time waits for (see StreamClock)
+        self.idle_hold_s = idle_hold_s
+        self.on_duplicate = on_duplicate
         self.codec = scorer.codec
         self.table = table
         self.send_transition = send_transition
@@ -125,16 +143,19 @@ class AccountStage:
             await self._load_timers()
         value: bytes = record.value
         kind = value[:1]
+        entry = work.align.entry(record)
+        rejected: list[tuple[Event, Reject]] = []
         if kind == BATCH:
             items = decode_batch(value)
-            for ev, reject in self._apply_batch(work, items):
-                await self.send_dlq(event_json(ev), reject, ev)
+            self._take_batch(work, items, entry, rejected)
             self._events += len(items)
         elif kind == MARK:
-            watermark = work.clock.merge(decode_mark(value))
-            if watermark is not None:
-                self._advance(work, watermark)
-        work.pending.append(record)
+            self._on_time(work, work.clock.merge(decode_mark(value)), rejected)
+        elif kind == RELAY:
+            path, progress = decode_relay(value)
+            self._on_time(work, work.clock.merge(progress, path), rejected)
+        for ev, reject in rejected:
+            await self.send_dlq(event_json(ev), reject, ev)
         if not self._since:
             self._since = time.monotonic()
         # A mark flushes only when the interval is up, like any record: marks give a quiet
@@ -146,46 +167,78 @@ class AccountStage:
         ):
             await self.flush()
 
-    def _apply_batch(
-        self, work: PartitionWork, items: list[tuple[str, int, int, int, bytes]]
-    ) -> list[tuple[Event, Reject]]:
-        """Apply a batch's events in order; the too-late ones to dead-letter (the caller
-        sends them). Synchronous, with the per-event lookups hoisted: this loop runs once per
-        event."""
-        now = time.monotonic()
+    def _take_batch(
+        self,
+        work: PartitionWork,
+        items: list[tuple[str, int, int, int, bytes]],
+        entry: Entry,
+        rejected: list[tuple[Event, Reject]],
+    ) -> None:
+        """Hold a batch's events until stream time passes them; apply at once those it already
+        has (late for the stream). Synchronous: this loop runs once per event."""
         part = work.part
         cache = self.cache
-        apply = self.scorer.apply
-        last_seen = self.last_seen
-        dirty = work.dirty
-        schedule = work.timers.schedule
-        on_late = self.on_late
-        rejected: list[tuple[Event, Reject]] = []
-        applied = 0
+        align = work.align
+        until = work.clock.releasable()
         for account, q, pos, path, data in items:
             state = cache.get(account) or self._state(part, account)
             source = f"{q}:{path}"
             if state is not None and state.seen.get(source, -1) >= pos:
                 continue  # re-sent or re-read after a crash: this state already holds it
             ev = decode_event(data)
-            outcome = apply(account, state, ev)
-            if outcome.reject is not None:  # too late: only possible for an existing account
-                rejected.append((ev, outcome.reject))
-                if on_late is not None:
-                    on_late(False)
-            elif outcome.late and on_late is not None:
-                on_late(True)
-            state = outcome.state
+            if until is not None and ev.ts < until:
+                self._apply(work, account, source, pos, ev, rejected)
+            else:
+                align.hold(order_key(ev), (account, source, pos, ev), entry)
+
+    def _apply(
+        self,
+        work: PartitionWork,
+        account: str,
+        source: str,
+        pos: int,
+        ev: Event,
+        rejected: list[tuple[Event, Reject]],
+    ) -> None:
+        """Apply one event; a too-late one goes to `rejected` (the caller dead-letters it)."""
+        cache = self.cache
+        state = cache.get(account) or self._state(work.part, account)
+        outcome = self.scorer.apply(account, state, ev)
+        if outcome.duplicate:
+            if self.on_duplicate is not None:
+                self.on_duplicate()
+        elif outcome.reject is not None:  # too late: only possible for an existing account
+            rejected.append((ev, outcome.reject))
+            if self.on_late is not None:
+                self.on_late(False)
+        elif outcome.late and self.on_late is not None:
+            self.on_late(True)
+        state = outcome.state
+        if state.seen.get(source, -1) < pos:
             state.seen[source] = pos
-            last_seen[account] = now
-            cache[account] = state
-            dirty.add(account)
-            schedule(account, state.next_expiry)
-            if outcome.transitions:
-                self._emit(outcome.transitions)
-            applied += 1
-        self.events_applied += applied
-        return rejected
+        self.last_seen[account] = time.monotonic()
+        cache[account] = state
+        work.dirty.add(account)
+        work.timers.schedule(account, state.next_expiry)
+        if outcome.transitions:
+            self._emit(outcome.transitions)
+        if not outcome.duplicate and outcome.reject is None:
+            self.events_applied += 1
+
+    def _on_time(
+        self, work: PartitionWork, watermark: int | None, rejected: list[tuple[Event, Reject]]
+    ) -> None:
+        """Stream time moved: apply the held events it passed, in canonical order, then
+        advance the quiet accounts."""
+        align = work.align
+        for (account, source, pos, ev), entry in align.release():
+            self._apply(work, account, source, pos, ev, rejected)
+            align.done(entry)
+        if watermark is not None:
+            self._advance(work, watermark)
+
+    def held_events(self) -> int:
+        return sum(len(w.align) for w in self.work.values())
 
     def _advance(self, work: PartitionWork, watermark: int) -> None:
         due = work.timers.pop_due(watermark)
@@ -228,7 +281,8 @@ class AccountStage:
     def _work(self, part: int) -> PartitionWork:
         work = self.work.get(part)
         if work is None:
-            work = self.work[part] = PartitionWork(part, StreamClock(self.grace_ms))
+            clock = StreamClock(self.grace_ms, self.mark_paths, self.idle_hold_s)
+            work = self.work[part] = PartitionWork(part, clock)
         return work
 
     def _state(self, part: int, account: str) -> AccountState | None:
@@ -244,7 +298,7 @@ class AccountStage:
         docstring for why in this order) — every assigned partition at once, so a flush costs
         the same few round trips however many partitions this worker owns. Runs inside a
         stream iteration (the agent processes nothing else meanwhile)."""
-        works = [w for w in self.work.values() if w.pending or w.dirty]
+        works = [w for w in self.work.values() if w.align.pending or w.dirty]
         if not works:
             return
         await self.flush_producer()  # transitions sent so far are delivered
@@ -266,9 +320,8 @@ class AccountStage:
             written.append(part)
         await self.table.commit(written)  # the changelog records are delivered (and sealed)
         for work in works:
-            for record in work.pending:
+            for record in work.align.ackable():
                 record.ack()
-            work.pending.clear()
         self._events = 0
         self._since = 0.0
         self._trim_cache()

@@ -83,12 +83,41 @@ def _env(name: str) -> str:
     help="Event-time seconds stream time is held back by.",
 )
 @click.option(
+    "--input-key",
+    envvar=_env("INPUT_KEY"),
+    default="any",
+    type=click.Choice(["any", "user"]),
+    show_default=True,
+    help="How the input topic is keyed. any: exact whatever the keying (round robin, by "
+    "device, by user...). user: every call of a user is in one partition (keyed by userId, or "
+    "by account for single-account users), so the ingest routes them itself: faster.",
+)
+@click.option(
+    "--idle-timeout",
+    envvar=_env("IDLE_TIMEOUT"),
+    default=3.0,
+    type=click.FloatRange(min=0.0),
+    show_default=True,
+    help="Wall seconds after which a quiet input partition stops holding stream time back "
+    "(events are applied once every active input partition has moved past them).",
+)
+@click.option(
+    "--max-drift",
+    envvar=_env("MAX_DRIFT"),
+    default=600.0,
+    type=click.FloatRange(min=0.0),
+    show_default=True,
+    help="Event-time seconds an input partition may run ahead of the slowest one before it is "
+    "paused (bounds what is held while one partition catches up).",
+)
+@click.option(
     "--advance-idle",
     envvar=_env("ADVANCE_IDLE"),
-    default=5.0,
+    default=0.0,
     type=float,
     show_default=True,
-    help="Wall seconds an account must be idle before stream time advances it.",
+    help="Wall seconds an account must be idle before stream time advances it (extra delay "
+    "for time-triggered transitions; not needed for exactness).",
 )
 @click.option(
     "--flush-interval",
@@ -147,6 +176,9 @@ def worker(
     instance_id: str | None,
     session_timeout: float,
     watermark_grace: float,
+    input_key: str,
+    idle_timeout: float,
+    max_drift: float,
     advance_idle: float,
     flush_interval: float,
     flush_max_events: int,
@@ -180,6 +212,9 @@ def worker(
         log_level=log_level,
         session_timeout_s=session_timeout,
         watermark_grace_ms=int(watermark_grace * 1000),
+        input_key=input_key,
+        idle_timeout_s=idle_timeout,
+        max_drift_ms=int(max_drift * 1000),
         advance_idle_s=advance_idle,
         flush_interval_s=flush_interval,
         flush_max_events=flush_max_events,

@@ -9,9 +9,11 @@ delivered (`producer.flush()`), so a crash re-reads and re-forwards; the account
 it already applied (`streams/app/wire.py`). The consumer group is the app id (`pql lag --group
 pql-<model>` shows the input lag); the Faust agents use `<app id>-state`.
 
-Stream time goes in band: every `mark_interval_s` the stage writes its input progress as a mark
-into every by-account partition, after everything it read is delivered
-(`streams.app.watermark`).
+Stream time goes in band: after a poll (at most every `mark_interval_s`) the stage writes its
+input progress as a mark into every by-account and by-user partition, after everything it read
+is delivered (`streams.app.watermark`). Watermark alignment: an input partition whose event time
+runs more than `max_drift_ms` ahead of the slowest active one is paused until the others catch
+up, so the stages, which hold events until stream time passes them, hold a bounded amount.
 
 Local routing state (`streams.events.routing.route_local`: who joined which group, the user
 traits the model reads) is kept per input partition and made durable in the compacted topic
@@ -39,10 +41,11 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from streams.app.settings import Settings
-from streams.app.watermark import InputProgress
+from streams.app.watermark import NO_TIME, InputProgress
 from streams.app.wire import (
     DIRECT,
     SYNTHETIC_DELIVERED,
+    UNDELIVERED,
     Item,
     chunks,
     encode_batch,
@@ -53,7 +56,7 @@ from streams.events.codec import encode_event
 from streams.events.parse import parse_event
 from streams.events.resolver import UserRecord
 from streams.events.routing import route_local
-from streams.events.types import Reject
+from streams.events.types import EventType, Reject
 from streams.io.kafka_config import consumer_config, producer_config
 from streams.io.read import read_partition
 
@@ -89,7 +92,12 @@ class IngestConfig:
     by_user_topic: str
     users_topic: str  # the ingest stage's local routing state
     trait_keys: frozenset[str]  # user traits the model reads
-    mark_interval_s: float = 0.5  # how often every by-account partition gets a mark
+    mark_interval_s: float = 0.05  # at most this often every internal partition gets a mark
+    # Route locally (per input partition) the users whose calls it carried: only exact when
+    # each user's calls are in one input partition (`--input-key user`).
+    local_routing: bool = False
+    idle_s: float = 3.0  # an input partition quiet this long stops holding stream time
+    max_drift_ms: int = 600_000  # pause an input partition this far ahead of the slowest
 
     @classmethod
     def from_settings(
@@ -110,6 +118,9 @@ class IngestConfig:
             users_topic=settings.ingest_users_topic,
             trait_keys=trait_keys,
             mark_interval_s=settings.mark_interval_s,
+            local_routing=settings.input_key == "user",
+            idle_s=settings.idle_timeout_s,
+            max_drift_ms=settings.max_drift_ms,
         )
 
 
@@ -122,13 +133,15 @@ class IngestStats:
     rejected: dict[str, int] = field(default_factory=dict)  # by reason; each one dead-lettered
     committed_at: float = 0.0  # Unix time of the last input offset commit
     assigned: frozenset[int] = frozenset()  # input partitions read
+    adjusted: dict[str, int] = field(default_factory=dict)  # timestamps of wrong clocks, by how
+    paused: frozenset[int] = frozenset()  # input partitions paused for running ahead
 
 
 class Ingest:
     def __init__(self, config: IngestConfig, stats: IngestStats) -> None:
         self.config = config
         self.stats = stats
-        self.progress = InputProgress()  # what the marks carry
+        self.progress = InputProgress(config.idle_s)  # what the marks carry
         self._marked_at = 0.0
         self.trait_keys = config.trait_keys
         self.partitions = config.partitions
@@ -176,11 +189,13 @@ class Ingest:
             for tp in consumer.committed(partitions, timeout=30)
             if tp.offset is not None and tp.offset >= 0
         }
+        now = time.monotonic()
         for tp in partitions:
             q = tp.partition
             self.local[q] = self._restore_local(q, committed.get(q, 0))
             if committed.get(q, 0) > 0:
-                self._restore_stream_time(q, committed[q])
+                self._restore_stream_time(q, committed[q], now)
+            self.progress.assign(q, now)
         self.stats.assigned |= {tp.partition for tp in partitions}
         log.info(
             "ingest assigned input partitions %s (%d users restored)",
@@ -192,7 +207,9 @@ class Ingest:
         for tp in partitions:
             self.progress.forget(tp.partition)
             self.local.pop(tp.partition, None)
-        self.stats.assigned -= {tp.partition for tp in partitions}
+        revoked = {tp.partition for tp in partitions}
+        self.stats.assigned -= revoked
+        self.stats.paused -= revoked
 
     def _read_partition(self, topic: str, partition: int, start: int) -> Iterator[Message]:
         """Every record of one partition from `start` to its end."""
@@ -210,14 +227,14 @@ class Ingest:
                 users[cast(bytes, m.key()).decode()] = UserRecord.from_bytes(record)
         return users
 
-    def _restore_stream_time(self, q: int, committed: int) -> None:
+    def _restore_stream_time(self, q: int, committed: int, now: float) -> None:
         """Stream time survives a restart: the event time of the last committed record."""
         for m in self._read_partition(self.config.input_topic, q, committed - 1):
             ev = parse_event(m.value() or b"")
             if not isinstance(ev, Reject):
                 offset = m.offset()
                 assert offset is not None  # read_partition yields records, never errors
-                self.progress.observe(q, ev.ts, offset, None)
+                self.progress.observe(q, ev.ts, offset, None, now)
             return
 
     # -- one poll -----------------------------------------------------------------------------
@@ -233,6 +250,10 @@ class Ingest:
         trait_keys = self.trait_keys
         users_topic = self.config.users_topic
         consumed = 0
+        now_ms = time.time() * 1000  # the clock-skew guard's "now" (no `receivedAt`)
+        adjusted = self.stats.adjusted
+        local_routing = self.config.local_routing
+        track = EventType.TRACK
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -245,14 +266,26 @@ class Ingest:
             last[q] = offset
             consumed += 1
             raw = m.value() or b""
-            ev = parse_event(raw)
+            ev = parse_event(raw, now_ms)
             if isinstance(ev, Reject):
                 self._dead_letter(raw, m.key(), ev)
                 continue
+            if ev.adjusted is not None:
+                adjusted[ev.adjusted] = adjusted.get(ev.adjusted, 0) + 1
             if ev.ts > latest.get(q, -(2**62)):
                 latest[q] = ev.ts
-            users = self.local.setdefault(q, {})
             uid = ev.user_id or ""
+            if not local_routing:
+                # Only a track that names its account needs nothing of its user: the rest is
+                # routed by the user stage, which sees every call of the user in time order.
+                if ev.type is track and ev.account_id:
+                    to_account[partition_of(ev.account_id, n)].append(
+                        (ev.account_id, q, position(offset, 0), DIRECT, encode_event(ev))
+                    )
+                else:
+                    to_user[partition_of(uid, n)].append((uid, q, offset, UNDELIVERED, raw))
+                continue
+            users = self.local.setdefault(q, {})
             deliveries, forward, record = route_local(ev, users.get(uid), trait_keys)
             if record is not None:
                 users[uid] = record
@@ -276,26 +309,46 @@ class Ingest:
             offsets=[TopicPartition(topic, q, o + 1) for q, o in last.items()], asynchronous=False
         )
         self.stats.committed_at = time.time()
-        for q, ts in latest.items():
-            self.progress.observe(q, ts, last[q], self._highwater(q))
+        now = time.monotonic()
+        for q in last:
+            # A poll whose records were all rejected still read the partition (heard from).
+            self.progress.observe(q, latest.get(q, NO_TIME), last[q], self._highwater(q), now)
 
     def _mark(self) -> None:
-        """Every `mark_interval_s`, the input progress as a mark into every by-account
-        partition. Called between polls, when everything read so far is forwarded *and
-        delivered*: the mark follows every record it covers, in each partition (one producer,
-        one request in flight), so the account stage never reads a mark before them."""
+        """At most every `mark_interval_s`, the input progress as a mark into every by-account
+        and by-user partition. Called between polls, when everything read so far is forwarded
+        *and delivered*: the mark follows every record it covers, in each partition, so a stage
+        never reads a mark before them. Then pause the partitions running ahead."""
         now = time.monotonic()
-        if now - self._marked_at < self.config.mark_interval_s:
+        if now - self._marked_at < self.config.mark_interval_s or not self.stats.assigned:
             return
         self._marked_at = now
         self._check_delivery()
         # A partition marked behind may have been drained since (or, restored after a restart,
         # not fetched yet): its fetch's high watermark tells. Busy partitions need no refresh.
         self.progress.refresh({q: self._highwater(q) for q in self.progress.behind()})
-        value = encode_mark(self.progress.snapshot())
+        value = encode_mark(self.progress.snapshot(now))
         for part in range(self.partitions):
             self._produce(self.config.by_account_topic, value, part)
+            self._produce(self.config.by_user_topic, value, part)
         self._producer.poll(0)
+        self._align(now)
+
+    def _align(self, now: float) -> None:
+        """Watermark alignment: pause the input partitions running more than `max_drift_ms`
+        ahead of the slowest active one, resume them once it caught up."""
+        ahead = self.progress.ahead(now, self.config.max_drift_ms) & self.stats.assigned
+        paused = self.stats.paused
+        if ahead == paused:
+            return
+        topic = self.config.input_topic
+        pause = sorted(ahead - paused)
+        resume = sorted(paused - ahead)
+        if pause:
+            self._consumer.pause([TopicPartition(topic, q) for q in pause])
+        if resume:
+            self._consumer.resume([TopicPartition(topic, q) for q in resume])
+        self.stats.paused = frozenset(ahead)
 
     _delivery_error: Any = None
 

@@ -32,13 +32,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 from streams.app.ingest import Ingest, IngestConfig, IngestStats
-from streams.app.watermark import Progress
+from streams.app.watermark import NO_TIME, Progress
 from streams.metrics import Metrics
 
 log = logging.getLogger("streams.ingest")
@@ -157,11 +158,17 @@ class IngestProcess:
             if new > 0:
                 m.events_rejected_total.labels(reason).inc(new)
                 m.dlq_produced_total.labels(reason).inc(new)
+        for how, n in stats.adjusted.items():
+            new = n - last.adjusted.get(how, 0)
+            if new > 0:
+                m.clock_skew_events_total.labels(how).inc(new)
+        m.paused_partitions.set(len(stats.paused))
         if stats.committed_at > last.committed_at:
             m.mark_committed(stats.committed_at)
         # Each partition's latest event time is its stream-time progress (lag in seconds).
         for q, (latest, _, _) in report.progress.items():
-            m.record_event_time(topic, q, latest / 1000)
+            if latest != NO_TIME:
+                m.record_event_time(topic, q, latest / 1000)
         for q in self.assigned - stats.assigned:
             m.forget_partition(topic, q)
         self.assigned = stats.assigned
@@ -240,11 +247,17 @@ def child_main(config: IngestConfig, conn: Connection, parent_pid: int, log_leve
         if os.getppid() != parent_pid:
             ingest.stop()
             return
-        progress = ingest.progress.snapshot()
-        key = (stats.consumed, stats.committed_at, stats.assigned, tuple(progress.items()))
+        progress = ingest.progress.snapshot(time.monotonic())
+        key = (
+            stats.consumed,
+            stats.committed_at,
+            stats.assigned,
+            stats.paused,
+            tuple(progress.items()),
+        )
         if key != last:  # idle polls send nothing
             last = key
-            copy = replace(stats, rejected=dict(stats.rejected))
+            copy = replace(stats, rejected=dict(stats.rejected), adjusted=dict(stats.adjusted))
             sender.offer(Report(copy, progress))
 
     code = 0

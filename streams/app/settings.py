@@ -29,17 +29,29 @@ class Settings:
     session_timeout_s: float = 10.0
     # Event time that stream time is held back by (0 = exactly the backtest's watermark).
     watermark_grace_ms: int = 0
+    # How the input is keyed: "any" (exact whatever the keying: every event that needs its
+    # user's calls is routed by the user stage, in time order) or "user" (every call of a user
+    # sits in one input partition, in time order: the ingest routes them itself, faster).
+    input_key: str = "any"
+    # An input partition quiet this long (wall clock) stops holding stream time back.
+    idle_timeout_s: float = 3.0
+    # While an input partition counts as idle, stream time moves only as far as it had reached
+    # this long ago (wall clock): time for an idle partition that wakes up to say so.
+    idle_hold_s: float = 1.0
+    # Event time an input partition may run ahead of the slowest before the ingest pauses it.
+    max_drift_ms: int = 600_000
     # Stream time advances an account only after it received nothing for this long (wall
-    # clock): records of it may still be in flight between stages. occurred_at stays exact.
-    advance_idle_s: float = 5.0
+    # clock). Marks cover every hop, so this only delays time-triggered transitions.
+    advance_idle_s: float = 0.0
     # How long account state may stay unwritten (write-behind), or after how many events. With
     # 20k active accounts, 2,000-event flushes wrote ~0.55 states per event, 20,000-event ones
     # ~0.2; transitions do not wait for a flush (bench/README.md).
     flush_interval_s: float = 1.0
     flush_max_events: int = 20_000
-    # How often the ingest marks every by-account partition with stream time (what advances
-    # quiet accounts, and gives a quiet partition a record to flush on); gauges refresh as often.
-    mark_interval_s: float = 0.5
+    # At most how often the ingest marks every internal partition with stream time (what
+    # releases held events and advances quiet accounts, and gives a quiet partition a record to
+    # flush on): after every poll, but no more often than this.
+    mark_interval_s: float = 0.05
     lag_interval_s: float = 5.0  # how often consumer lag is read from the broker
     # librdkafka-style security settings (security.protocol, sasl.*, ssl.ca.location), as
     # `streams.io.kafka_config.security_settings` builds them; empty for PLAINTEXT.

@@ -1,9 +1,11 @@
 """Records on the internal topics (`<app>-by-user`, `<app>-by-account`).
 
-A record is either a *batch* of routed events or a *mark* of stream time (by-account only: the
-ingest stage's input progress, see `streams.app.watermark`; marks also give a quiet partition a
-record to flush on). The account stage ignores any other kind (the time ticks of earlier
-versions, still in a topic after an upgrade).
+A record is a *batch* of routed events, a *mark* of stream time (the ingest stage's input
+progress, written into every by-account and by-user partition, see `streams.app.watermark`;
+marks also give a quiet partition a record to flush on), or a *relayed mark* (the user stage's
+copy of a mark it read, into every by-account partition, naming the by-user partition it came
+through). The stages ignore any other kind (the time ticks of earlier versions, still in a
+topic after an upgrade).
 
 Batching is what makes the worker fast: Faust's per-record path costs tens of microseconds, so
 the ingest stage groups the events bound for one partition into one record and the stateful
@@ -19,13 +21,17 @@ from __future__ import annotations
 
 import msgspec
 
+from streams.app.watermark import DIRECT as DIRECT  # re-exported: the path of direct items
 from streams.app.watermark import Progress
 
 BATCH = b"B"
 MARK = b"M"
-DIRECT = -1  # the event went straight to the account stage
+RELAY = b"R"
 # On a by-user item: a group call whose synthetic identify the ingest already delivered.
 SYNTHETIC_DELIVERED = -2
+# On a by-user item: the ingest routed nothing of it (no local routing, `--input-key any`):
+# the user stage routes it whole (`streams.events.routing.route_user`).
+UNDELIVERED = -3
 
 # (routing key: account or user id, input partition, position, path, event bytes). By-account
 # items carry an encoded Event and position = `position(input offset, k)`; by-user items carry
@@ -44,6 +50,7 @@ def position(offset: int, k: int) -> int:
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[Item]).decode
 _decode_mark = msgspec.msgpack.Decoder(Progress).decode
+_decode_relay = msgspec.msgpack.Decoder(tuple[int, Progress]).decode
 
 
 def encode_batch(items: list[Item]) -> bytes:
@@ -64,6 +71,17 @@ def decode_mark(data: bytes) -> Progress:
     if data[:1] != MARK:
         raise ValueError(f"not a mark record (starts with {data[:1]!r})")
     return _decode_mark(memoryview(data)[1:])
+
+
+def encode_relay(path: int, progress: Progress) -> bytes:
+    return RELAY + _encode((path, progress))
+
+
+def decode_relay(data: bytes) -> tuple[int, Progress]:
+    """(the by-user partition the mark came through, its progress)."""
+    if data[:1] != RELAY:
+        raise ValueError(f"not a relayed mark (starts with {data[:1]!r})")
+    return _decode_relay(memoryview(data)[1:])
 
 
 def chunks(items: list[Item], max_items: int) -> list[list[Item]]:

@@ -29,6 +29,7 @@ import faust
 from faust.types import TP
 
 from streams.app.accounts import AccountStage
+from streams.app.align import Aligned, Entry
 from streams.app.faust_transport import install as install_transport
 from streams.app.ingest import MAX_ITEMS_PER_RECORD, IngestConfig, partition_of
 from streams.app.ingest_process import IngestProcess
@@ -36,27 +37,38 @@ from streams.app.restore import Restorer, RestoringTable
 from streams.app.settings import Settings
 from streams.app.sink import Sink
 from streams.app.table_writer import TableWriter
+from streams.app.watermark import DIRECT, StreamClock
 from streams.app.wire import (
     BATCH,
+    MARK,
     SYNTHETIC_DELIVERED,
+    UNDELIVERED,
     Item,
     chunks,
     decode_batch,
+    decode_mark,
     encode_batch,
+    encode_relay,
     position,
 )
 from streams.events.codec import encode_event
+from streams.events.order import order_key
 from streams.events.parse import parse_event
 from streams.events.resolver import UserRecord
-from streams.events.routing import user_stage
+from streams.events.routing import route_user, user_stage
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.events.types import Event, Reject
 from streams.io.lag import consumer_group_lag
 from streams.metrics import Metrics
 from streams.scoring.engine import Scorer
 
+# A user-stage item: (user id, input partition, input offset, what the ingest delivered of it,
+# the parsed event, its original bytes).
+_UserItem = tuple[str, int, int, int, Event, bytes]
+
 # How often the worker applies the ingest process's report (stream time, its metrics).
 INGEST_REPORT_INTERVAL_S = 0.05
+GAUGE_INTERVAL_S = 0.5
 
 log = logging.getLogger("streams.worker")
 
@@ -159,8 +171,13 @@ class Pipeline:
             on_late=self._count_late,
             advance_idle_s=settings.advance_idle_s,
             grace_ms=settings.watermark_grace_ms,
+            # Stream time waits for the ingest's marks and every by-user partition's relays.
+            mark_paths=(DIRECT, *range(n)),
+            idle_hold_s=settings.idle_hold_s,
+            on_duplicate=self._count_duplicate,
         )
         self._forward_pending: list[Any] = []
+        self._user_works: dict[int, Aligned[_UserItem]] = {}
         self.embedded = embedded
         self.ready = False
         self.ingest = IngestProcess(
@@ -175,7 +192,7 @@ class Pipeline:
         app = self.app
         app.agent(self.by_user, name="users")(self._users)
         app.agent(self.by_account, name="accounts")(self._accounts)
-        app.timer(self.settings.mark_interval_s)(self._refresh_gauges)
+        app.timer(GAUGE_INTERVAL_S)(self._refresh_gauges)
         app.timer(self.settings.flush_interval_s)(self._ack_forwarded)
         app.timer(self.settings.lag_interval_s)(self._refresh_lag)
         # mode's handler type wants `*args`; these take exactly what the signals send.
@@ -188,40 +205,88 @@ class Pipeline:
         register_pages(self)
 
     async def _users(self, stream: Any) -> None:
-        """The user stage over batches: membership and user traits in the `users` table."""
-        n = self.settings.partitions
+        """The user stage over batches: membership and user traits in the `users` table. Like
+        the account stage it holds events until stream time (the ingest's marks in its
+        partition) passes them and routes them in canonical order, so a user's group call is
+        seen before the tracks that came after it whatever input partition each sat in; it
+        relays every mark, after the forwards it covers, to every by-account partition."""
         async for record in stream.noack().events():
             value: bytes = record.value
-            if value[:1] == BATCH:
-                path = record.message.partition
-                out: dict[int, list[Item]] = defaultdict(list)
-                # This record's user writes, staged only once its forwards are sent (below):
-                # a commit then never carries user state whose forwards it has not flushed.
-                written: dict[str, bytes] = {}
+            path = record.message.partition
+            work = self._user_work(path)
+            entry = work.entry(record)
+            kind = value[:1]
+            routed: list[tuple[_UserItem, Entry | None]] = []
+            if kind == BATCH:
                 for user_id, q, offset, mark, raw in decode_batch(value):
-                    ev = parse_event(raw)  # the ingest stage forwards the original bytes
+                    ev = parse_event(raw)  # the ingest forwards the original bytes
                     if isinstance(ev, Reject):  # cannot happen: ingest parsed it; never drop it
                         await self._send_dlq(raw, None, ev, "users")
                         continue
-                    stored = written.get(user_id) or self.users_writer.get(path, user_id)
-                    before = UserRecord.from_bytes(stored) if stored else None
-                    synthetic = mark != SYNTHETIC_DELIVERED
-                    deliveries, reject, after = user_stage(ev, before, self.trait_keys, synthetic)
-                    if after is not None:
-                        written[user_id] = after.to_bytes()
-                    if reject is not None:
-                        await self._send_dlq(raw, user_id.encode(), reject, "users")
-                    for k, (account, delivered) in enumerate(deliveries):
-                        item = (account, q, position(offset, k), path, encode_event(delivered))
-                        out[partition_of(account, n)].append(item)
-                for part, items in out.items():
-                    for chunk in chunks(items, MAX_ITEMS_PER_RECORD):
-                        await self.by_account.send(
-                            value=encode_batch(chunk), partition=part, force=True
-                        )
-                for user_id, data in written.items():
-                    self.users_writer.put(path, user_id, data)
-            self._forward_pending.append(record)
+                    stored = self.users_writer.get(path, user_id)
+                    if stored and UserRecord.from_bytes(stored).seen.get(q, -1) >= offset:
+                        continue  # routed before a crash or rebalance: not again
+                    item = (user_id, q, offset, mark, ev, raw)
+                    if work.due(ev.ts):
+                        routed.append((item, None))
+                    else:
+                        work.hold(order_key(ev), item, entry)
+            elif kind == MARK:
+                progress = decode_mark(value)
+                work.clock.merge(progress)
+                routed.extend(work.release())
+            await self._route_users(path, routed)
+            for item_entry in routed:
+                if item_entry[1] is not None:
+                    work.done(item_entry[1])
+            if kind == MARK:
+                relay = encode_relay(path, progress)
+                for part in range(self.settings.partitions):
+                    await self.by_account.send(value=relay, partition=part, force=True)
+            self._forward_pending.extend(work.ackable())
+
+    def _user_work(self, path: int) -> Aligned[_UserItem]:
+        work = self._user_works.get(path)
+        if work is None:
+            s = self.settings
+            work = Aligned(StreamClock(s.watermark_grace_ms, idle_hold_s=s.idle_hold_s))
+            self._user_works[path] = work
+        return work
+
+    async def _route_users(self, path: int, items: list[tuple[_UserItem, Entry | None]]) -> None:
+        """Route `items` in order and forward their deliveries; the users' new records are
+        staged only once the forwards are sent: a commit then never carries user state whose
+        forwards it has not flushed."""
+        if not items:
+            return
+        n = self.settings.partitions
+        out: dict[int, list[Item]] = defaultdict(list)
+        written: dict[str, bytes] = {}
+        for (user_id, q, offset, mark, ev, raw), _ in items:
+            stored = written.get(user_id) or self.users_writer.get(path, user_id)
+            before = UserRecord.from_bytes(stored) if stored else None
+            if mark == UNDELIVERED:
+                deliveries, reject, after = route_user(ev, before, self.trait_keys)
+            else:
+                synthetic = mark != SYNTHETIC_DELIVERED
+                deliveries, reject, after = user_stage(ev, before, self.trait_keys, synthetic)
+            current = after if after is not None else before
+            if current is not None:
+                # Remember how far this user's input was routed (re-reads are skipped).
+                seen = dict(before.seen) if before is not None else {}
+                if seen.get(q, -1) < offset:
+                    seen[q] = offset
+                written[user_id] = UserRecord(current.account_id, current.traits, seen).to_bytes()
+            if reject is not None:
+                await self._send_dlq(raw, user_id.encode(), reject, "users")
+            for k, (account, delivered) in enumerate(deliveries):
+                item = (account, q, position(offset, k), path, encode_event(delivered))
+                out[partition_of(account, n)].append(item)
+        for part, batch in out.items():
+            for chunk in chunks(batch, MAX_ITEMS_PER_RECORD):
+                await self.by_account.send(value=encode_batch(chunk), partition=part, force=True)
+        for user_id, data in written.items():
+            self.users_writer.put(path, user_id, data)
 
     async def _accounts(self, stream: Any) -> None:
         async for record in stream.noack().events():
@@ -235,6 +300,8 @@ class Pipeline:
         wm = self.stage.stream_time()
         if wm is not None:
             m.watermark_timestamp_seconds.set(wm / 1000)
+        m.held_events.labels("accounts").set(self.stage.held_events())
+        m.held_events.labels("users").set(sum(len(w) for w in self._user_works.values()))
         m.state_accounts.set(len(self.stage.state_sizes))
         m.state_bytes.set(self.stage.state_bytes)
         m.pql_accounts.set(self.stage.pql_accounts)
@@ -332,6 +399,9 @@ class Pipeline:
     def _count_restored(self, table: str, records: int) -> None:
         self.metrics.state_restored_records_total.labels(table).inc(records)
 
+    def _count_duplicate(self) -> None:
+        self.metrics.duplicate_events_total.inc()
+
     def _count_late(self, applied: bool) -> None:
         self.metrics.late_events_total.labels("applied" if applied else "rejected").inc()
 
@@ -341,10 +411,11 @@ class Pipeline:
         parts = {tp.partition for tp in revoked if tp.topic == self.settings.by_account_topic}
         self.stage.forget(parts)
         # Uncommitted user-table writes of revoked partitions: their records are re-read by
-        # the new owner; their stores are no longer ours to write.
-        self.users_writer.forget(
-            {tp.partition for tp in revoked if tp.topic == self.settings.by_user_topic}
-        )
+        # the new owner; their stores are no longer ours to write. So are their held events.
+        user_parts = {tp.partition for tp in revoked if tp.topic == self.settings.by_user_topic}
+        self.users_writer.forget(user_parts)
+        for part in user_parts:
+            self._user_works.pop(part, None)
         for tp in revoked:
             self.metrics.forget_partition(tp.topic, tp.partition)
 

@@ -15,8 +15,8 @@ from rich.table import Table
 from streams.backtest.runner import run_backtest
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.gc_tuning import tune_gc
-from streams.model.errors import ModelError
 from streams.model.durations import DurationError, parse_duration
+from streams.model.errors import ModelError
 from streams.model.loader import load_model
 
 

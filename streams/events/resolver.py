@@ -27,7 +27,15 @@ __all__ = ["UserRecord", "route", "AccountResolver", "user_trait_keys"]
 _GROUP = EventType.GROUP
 _IDENTIFY = EventType.IDENTIFY
 _encode = msgspec.msgpack.Encoder().encode
-_decode_record = msgspec.msgpack.Decoder(tuple[str | None, dict[str, Any]]).decode
+
+
+class _Wire(msgspec.Struct, array_like=True):
+    account_id: str | None
+    traits: dict[str, Any]
+    seen: dict[int, int] = msgspec.field(default_factory=dict)  # absent in older records
+
+
+_decode_record = msgspec.msgpack.Decoder(_Wire).decode
 
 
 @dataclass(slots=True)
@@ -36,15 +44,21 @@ class UserRecord:
 
     account_id: str | None  # the groupId of the user's latest group call; None before any
     traits: dict[str, Any] = field(default_factory=dict)  # only keys the model reads
+    # The worker's user stage only: per input partition, the offset of the last of this user's
+    # events it routed, so an event re-read after a crash or rebalance is not routed again
+    # against the newer record. Not part of routing (`route` carries it over unchanged).
+    seen: dict[int, int] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
+        if self.seen:
+            return _encode((self.account_id, self.traits, self.seen))
         return _encode((self.account_id, self.traits))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> UserRecord:
         """Inverse of `to_bytes`; raises `msgspec.DecodeError` on foreign bytes."""
-        account_id, traits = _decode_record(data)
-        return cls(account_id, traits)
+        wire = _decode_record(data)
+        return cls(wire.account_id, wire.traits, wire.seen)
 
 
 def route(

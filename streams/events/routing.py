@@ -86,6 +86,20 @@ def user_stage(
     return deliveries, None, record
 
 
+def route_user(
+    ev: Event, user: UserRecord | None, trait_keys: frozenset[str]
+) -> tuple[list[Delivery], Reject | None, UserRecord | None]:
+    """Both steps for one user whose every call this caller sees, in time order: what the
+    worker's user stage runs when the ingest routed nothing locally (input keyed any other way
+    than by user), and exactly what `Router.route` gives (its local map then holds every
+    user). (deliveries, reject, the user's new record or None if unchanged)."""
+    out, forward, record = route_local(ev, user, trait_keys)
+    if out or not forward or ev.type is not _TRACK:
+        return out, None, record  # delivered, or an identify remembered until a group call
+    _, reject, _ = user_stage(ev, user, trait_keys)  # a track of a user in no group: rejected
+    return [], reject, None
+
+
 def _copy(ev: Event) -> Event:
     """A shallow copy, as `dataclasses.replace(ev)` makes, without its per-call field walk."""
     return Event(

@@ -114,7 +114,9 @@ class Scorer:
                 transitions.extend(found)
         return Outcome(state, transitions)
 
-    def _apply_late(self, account_id: str, state: AccountState, ev: Event, d: bytes | None) -> Outcome:
+    def _apply_late(
+        self, account_id: str, state: AccountState, ev: Event, d: bytes | None
+    ) -> Outcome:
         if self.longest_window and ev.ts <= state.clock - self.longest_window:
             reject = Reject(
                 RejectReason.TOO_LATE,

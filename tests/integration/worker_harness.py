@@ -109,16 +109,18 @@ class WorkerProc:
     data_dir: Path
     log_path: Path
     web_port: int = field(default_factory=free_port)
-    advance_idle_s: float = 2.0
+    advance_idle_s: float = 0.0
+    idle_timeout_s: float = 3.0
     extra_args: Sequence[str] = ()
     proc: subprocess.Popen[bytes] | None = None
     _log: Any = None
 
     @property
     def settle(self) -> float:
-        """Quiet seconds after which nothing more is coming: an account is advanced by stream
-        time only after `advance_idle_s`, and marks come every 0.5 s."""
-        return self.advance_idle_s + 1.5
+        """Quiet seconds after which nothing more is coming: the last events are released when
+        their input partitions turn idle (`idle_timeout_s`), an account is advanced by stream
+        time only after `advance_idle_s`, plus the idle hold (1 s) and a margin for the hops."""
+        return self.idle_timeout_s + 1.0 + self.advance_idle_s + 1.5
 
     @property
     def url(self) -> str:
@@ -155,6 +157,8 @@ class WorkerProc:
             str(SESSION_TIMEOUT_S),
             "--advance-idle",
             str(self.advance_idle_s),
+            "--idle-timeout",
+            str(self.idle_timeout_s),
             *self.extra_args,
         ]
 

@@ -21,6 +21,10 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "pql_events_rejected": ("counter", ("reason",)),
     "pql_dlq_produced": ("counter", ("reason",)),
     "pql_late_events": ("counter", ("outcome",)),
+    "pql_duplicate_events": ("counter", ()),
+    "pql_clock_skew_events": ("counter", ("outcome",)),
+    "pql_held_events": ("gauge", ("stage",)),
+    "pql_paused_input_partitions": ("gauge", ()),
     "pql_transitions": ("counter", ("kind", "segment")),
     "pql_pql_accounts": ("gauge", ()),
     "pql_segment_accounts": ("gauge", ("segment",)),
@@ -57,6 +61,10 @@ def populated() -> Metrics:
     m.dlq_produced_total.labels("schema").inc()
     m.late_events_total.labels("applied").inc(2)
     m.late_events_total.labels("rejected").inc()
+    m.duplicate_events_total.inc()
+    m.clock_skew_events_total.labels("clamped").inc()
+    m.held_events.labels("accounts").set(7)
+    m.paused_partitions.set(1)
     m.transitions_total.labels("pql_entered", "").inc()
     m.transitions_total.labels("segment_entered", "power_user").inc()
     m.pql_accounts.set(4)

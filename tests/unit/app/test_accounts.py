@@ -1,6 +1,7 @@
-"""The account stage's use of stream time (`streams.app.accounts.AccountStage`): events apply
-in record order, and only marks advance quiet accounts — to the stream time the marks read so
-far in that partition give, exactly as the backtest would advance them."""
+"""The account stage's use of stream time (`streams.app.accounts.AccountStage`): events are
+held until the marks read in their partition show every active input partition past them, then
+applied in canonical event-time order; only marks advance quiet accounts — to the stream time
+the marks give, exactly as the backtest would advance them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import orjson
 
 from streams.app.accounts import AccountStage
-from streams.app.wire import DIRECT, encode_batch, encode_mark, position
+from streams.app.wire import DIRECT, encode_batch, encode_mark, encode_relay, position
 from streams.events.codec import encode_event
 from streams.events.parse import event_from_obj
 from streams.events.types import Event, Reject
@@ -74,8 +75,14 @@ class Record:
 
 
 class Stage:
-    def __init__(self, advance_idle_s: float = 0.0, grace_ms: int = 0) -> None:
+    def __init__(
+        self,
+        advance_idle_s: float = 0.0,
+        grace_ms: int = 0,
+        mark_paths: tuple[int, ...] = (DIRECT,),
+    ) -> None:
         self.sent: list[dict[str, Any]] = []
+        self.late: list[bool] = []
         self.table = FakeTable()
         self.stage = AccountStage(
             Scorer(MODEL),
@@ -88,8 +95,12 @@ class Stage:
             flush_max_events=1_000_000,
             advance_idle_s=advance_idle_s,
             grace_ms=grace_ms,
+            mark_paths=mark_paths,
+            idle_hold_s=0.0,
+            on_late=self.late.append,
         )
-        self.offset = 0
+        self.offsets: dict[int, int] = {}
+        self.records: list[Record] = []
 
     async def _dlq(self, raw: bytes, reject: Reject, ev: Event) -> None:
         raise AssertionError(f"nothing here is too late: {reject}")
@@ -97,73 +108,134 @@ class Stage:
     async def _nothing(self) -> None:
         return None
 
-    def events(self, *objs: dict[str, Any]) -> None:
+    def events(self, *objs: dict[str, Any], q: int = 0, path: int = DIRECT) -> None:
+        """A batch of events read from input partition `q` (through `path`)."""
         items = []
         for obj in objs:
             ev = event_from_obj(obj)
             assert isinstance(ev, Event)
             assert ev.account_id is not None
-            items.append((ev.account_id, 0, position(self.offset, 0), DIRECT, encode_event(ev)))
-            self.offset += 1
+            offset = self.offsets.get(q, 0)
+            items.append((ev.account_id, q, position(offset, 0), path, encode_event(ev)))
+            self.offsets[q] = offset + 1
         self._record(encode_batch(items))
 
     def mark(self, progress: dict[int, tuple[int, int, bool]]) -> None:
+        """Input progress: partition -> (latest event time, offset, active)."""
         self._record(encode_mark(progress))
 
     def _record(self, value: bytes) -> None:
-        asyncio.run(self.stage.on_record(Record(Message(0), value)))
+        record = Record(Message(0), value)
+        self.records.append(record)
+        asyncio.run(self.stage.on_record(record))
+
+    def flush(self) -> None:
+        asyncio.run(self.stage.flush())
 
     def brief(self) -> list[tuple[str, str, str]]:
         return [(t["kind"], t["account_id"], t["trigger"]) for t in self.sent]
 
 
+def test_events_wait_for_stream_time_and_apply_in_time_order() -> None:
+    s = Stage()
+    # Input partition 1 is read ahead of partition 0: a's 00:02 message arrives first.
+    s.events(track("Message Sent", T0 + 2 * MIN, account="a", mid="m2"), q=1)
+    s.events(track("Message Sent", T0, account="a", mid="m0"), q=0)
+    assert s.brief() == []  # nothing is applied before stream time passes it
+    s.mark({0: (T0, 0, True), 1: (T0 + 2 * MIN, 0, True)})  # W = 00:00: nothing older
+    assert s.brief() == [] and s.stage.held_events() == 2
+    s.mark({0: (T0 + 3 * MIN, 1, True), 1: (T0 + 2 * MIN, 0, True)})  # W = 00:02: m0 only
+    assert s.stage.held_events() == 1 and s.brief() == []
+    s.mark({0: (T0 + 3 * MIN, 1, True), 1: (T0 + 4 * MIN, 1, True)})  # W = 00:03: m2 too
+    assert s.stage.held_events() == 0 and not s.late
+    # Qualified at the second message in time (m2), as the time-sorted history says.
+    assert [(t["kind"], t["message_id"], t["occurred_at"]) for t in s.sent] == [
+        ("qualified", "m2", "2026-01-05T00:02:00.000Z"),
+    ]
+
+
+def test_ties_apply_in_canonical_order_whatever_the_arrival() -> None:
+    for order in (("b", "a"), ("a", "b")):
+        s = Stage()
+        for q, mid in enumerate(order):
+            s.events(track("Message Sent", T0, account="a", mid=mid), q=q)
+        s.events(track("Message Sent", T0 - MIN, account="a", mid="first"), q=2)
+        s.mark({0: (T0 + MIN, 1, True), 1: (T0 + MIN, 1, True), 2: (T0 + MIN, 1, True)})
+        assert [t["message_id"] for t in s.sent] == ["a"], order  # messageId breaks the tie
+
+
 def test_only_marks_advance_quiet_accounts() -> None:
     s = Stage()
     s.events(track("Message Sent", T0, account="a"), track("Message Sent", T0 + MIN, account="a"))
-    # An event of another account far later does not move account a: only its own events and
-    # marks do (the batch alone says nothing of other input still in flight).
     s.events(track("Message Sent", T0 + 5 * 60 * MIN, account="b"))
+    s.mark({0: (T0 + 5 * 60 * MIN, 2, True), 1: (T0 + 2 * MIN, 7, True)})
+    # a's events are applied; input partition 1 is still at 00:02: a's window has not expired.
     assert s.brief() == [("qualified", "a", "event")]
-    # Input partition 1 is still behind at T0 + 30 min: a's window has not expired yet.
-    s.mark({0: (T0 + 5 * 60 * MIN, 2, False), 1: (T0 + 30 * MIN, 7, True)})
-    assert s.brief() == [("qualified", "a", "event")]
-    # Partition 1 caught up: stream time is the latest event time, past a's first expiry.
-    s.mark({1: (T0 + 2 * 60 * MIN, 9, False)})
+    assert s.stage.held_events() == 1  # b's event, later than partition 1
+    # Partition 1 moved past: stream time passes a's first expiry.
+    s.mark({1: (T0 + 2 * 60 * MIN, 9, True)})
     assert s.brief() == [("qualified", "a", "event"), ("disqualified", "a", "time")]
     disqualified = s.sent[-1]
     # At the exact expiry instant (the 1 h window, 1 min buckets), not when the mark came.
     assert disqualified["occurred_at"] == "2026-01-05T01:01:00.000Z"
 
 
-def test_an_event_before_the_mark_is_applied_before_time_moves() -> None:
+def test_an_idle_partition_stops_holding_stream_time() -> None:
     s = Stage()
-    s.events(track("Message Sent", T0, account="a"))
-    s.events(track("Message Sent", T0 + 59 * MIN, account="a"))  # still in flight elsewhere
-    s.mark({0: (T0 + 70 * MIN, 3, False)})
-    # Qualified at the second event; the first one expires at 01:01, leaving one message.
-    assert [(t["kind"], t["occurred_at"]) for t in s.sent] == [
-        ("qualified", "2026-01-05T00:59:00.000Z"),
-        ("disqualified", "2026-01-05T01:01:00.000Z"),
-    ]
-
-
-def test_a_recently_seen_account_waits_for_a_later_mark() -> None:
-    s = Stage(advance_idle_s=3600.0)
     s.events(track("Message Sent", T0, account="a"), track("Message Sent", T0 + MIN, account="a"))
-    s.mark({0: (T0 + 3 * 60 * MIN, 2, False)})
+    s.mark({0: (T0 + MIN, 1, True), 1: (T0 - 60 * MIN, 3, True)})  # partition 1 quiet, active
+    assert s.brief() == [] and s.stage.held_events() == 2
+    s.mark({1: (T0 - 60 * MIN, 3, False)})  # past the idleness timeout
+    assert s.stage.held_events() == 1  # W = 00:01 (partition 0's latest): the tie waits
+    s.mark({0: (T0 + MIN, 1, False)})  # every partition idle: everything goes
+    assert s.stage.held_events() == 0 and s.brief() == [("qualified", "a", "event")]
+
+
+def test_an_event_stream_time_already_passed_is_applied_at_once_as_late() -> None:
+    s = Stage()
+    s.events(track("Message Sent", T0 + 10 * MIN, account="a"))
+    s.mark({0: (T0 + 20 * MIN, 1, True)})
+    assert s.stage.held_events() == 0
+    s.events(track("Message Sent", T0 + 5 * MIN, account="a"), q=1)  # behind W, behind a
+    assert s.late == [True] and s.stage.held_events() == 0
     assert s.brief() == [("qualified", "a", "event")]
-    s.stage.advance_idle_s = 0.0
-    s.mark({0: (T0 + 3 * 60 * MIN, 2, False)})
-    assert s.brief() == [("qualified", "a", "event"), ("disqualified", "a", "time")]
 
 
-def test_grace_holds_advances_back() -> None:
+def test_relayed_marks_of_every_path_are_waited_for() -> None:
+    s = Stage(mark_paths=(DIRECT, 0))
+    s.events(track("Message Sent", T0, account="a"), track("Message Sent", T0 + MIN, account="a"))
+    s.mark({0: (T0 + 5 * MIN, 2, True)})
+    assert s.brief() == []  # the user stage (path 0) has not said how far it is
+    s.events(track("Message Sent", T0 + 30 * 1000, account="a", mid="via-users"), path=0)
+    s._record(encode_relay(0, {0: (T0 + MIN, 2, True)}))  # it is at 00:01
+    assert s.stage.held_events() == 1  # the 00:01 message
+    assert [t["message_id"] for t in s.sent] == ["via-users"] and not s.late
+
+
+def test_records_are_acked_in_order_once_nothing_of_theirs_is_held() -> None:
+    s = Stage()
+    s.events(track("Message Sent", T0 + 10 * MIN, account="a"))  # record 0: held
+    s.mark({0: (T0, 1, True)})  # record 1
+    s.events(track("Message Sent", T0 + 20 * MIN, account="b"), q=1)  # record 2: held
+    s.flush()
+    assert [r.acked for r in s.records] == [False, False, False]
+    s.mark({0: (T0 + 15 * MIN, 1, True), 1: (T0 + 15 * MIN, 1, True)})  # releases record 0
+    s.flush()
+    assert [r.acked for r in s.records] == [True, True, False, False]
+    s.mark({0: (T0 + 15 * MIN, 1, False), 1: (T0 + 20 * MIN, 1, False)})  # all idle
+    s.flush()
+    assert all(r.acked for r in s.records)
+
+
+def test_grace_holds_release_and_advances_back() -> None:
     s = Stage(grace_ms=60 * MIN)
     s.events(track("Message Sent", T0, account="a"), track("Message Sent", T0 + MIN, account="a"))
-    s.mark({0: (T0 + 2 * 60 * MIN, 2, False)})  # W = 01:00, before the 01:01 expiry
+    s.mark({0: (T0 + 60 * MIN, 2, True)})  # W = 00:00: nothing released yet
+    assert s.brief() == []
+    s.mark({0: (T0 + 2 * 60 * MIN, 2, True)})  # W = 01:00, before the 01:01 expiry
     assert s.brief() == [("qualified", "a", "event")]
     assert s.stage.stream_time() == T0 + 60 * MIN
-    s.mark({0: (T0 + 2 * 60 * MIN + 5 * MIN, 3, False)})
+    s.mark({0: (T0 + 2 * 60 * MIN + 5 * MIN, 3, True)})
     assert s.brief() == [("qualified", "a", "event"), ("disqualified", "a", "time")]
 
 
@@ -173,6 +245,8 @@ def test_a_time_tick_of_an_earlier_version_is_ignored() -> None:
     s = Stage()
     s.events(track("Message Sent", T0, account="a"), track("Message Sent", T0 + MIN, account="a"))
     s._record(b"T")
-    assert s.brief() == [("qualified", "a", "event")]
+    assert s.brief() == []
     assert s.stage.stream_time() is None
-    assert len(s.stage.work[0].pending) == 2  # acked with the rest at the next flush
+    assert len(s.stage.work[0].align.pending) == 2  # acked once released and flushed
+
+

@@ -7,6 +7,7 @@ import pickle
 
 from streams.app.ingest import IngestConfig, IngestStats
 from streams.app.ingest_process import IngestProcess, Report
+from streams.app.watermark import NO_TIME
 from streams.metrics import Metrics
 
 TOPIC = "product-events"
@@ -73,6 +74,22 @@ def test_the_same_report_twice_adds_nothing() -> None:
     ingest.apply(r)
     assert _value(metrics, "pql_events_consumed_total", topic=TOPIC) == 7
     assert _value(metrics, "pql_events_rejected_total", reason="schema") == 2
+
+
+def test_adjusted_timestamps_and_paused_partitions_become_metrics() -> None:
+    metrics = Metrics()
+    ingest = IngestProcess(_config(), metrics)
+    stats = IngestStats(5, {}, 1.0, frozenset({0, 1}), {"clamped": 2}, frozenset({1}))
+    ingest.apply(Report(stats, {0: (NO_TIME, -1, True), 1: (2_000, 4, True)}))
+    stats = IngestStats(9, {}, 2.0, frozenset({0, 1}), {"clamped": 3, "corrected": 1})
+    ingest.apply(Report(stats, {}))
+    assert _value(metrics, "pql_clock_skew_events_total", outcome="clamped") == 3
+    assert _value(metrics, "pql_clock_skew_events_total", outcome="corrected") == 1
+    assert _value(metrics, "pql_paused_input_partitions") == 0
+    # A partition nothing was read from has no event time to report a lag from.
+    metrics.refresh_lag_seconds(now=10.0)
+    lag = "pql_consumer_lag_seconds"
+    assert metrics.registry.get_sample_value(lag, {"topic": TOPIC, "partition": "0"}) is None
 
 
 def test_what_crosses_the_pipe_pickles() -> None:

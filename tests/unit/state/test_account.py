@@ -63,7 +63,9 @@ BOUND = (
 # messageId de-duplication (streams.state.dedup): 8 bytes per signal-changing event within the
 # horizon (100k events a year: 274 of them in 24 h), plus one [hour, count] run (<= 12 bytes)
 # per hour of the horizon.
-DEDUP_BOUND = 8 * (100_000 * dedup.HORIZON_MS // (365 * DAY) + 1) + 12 * (dedup.HORIZON_MS // HOUR + 2)
+DEDUP_BOUND = 8 * (100_000 * dedup.HORIZON_MS // (365 * DAY) + 1) + 12 * (
+    dedup.HORIZON_MS // HOUR + 2
+)
 
 
 def test_limits_follow_from_the_default_bucket_sizes() -> None:

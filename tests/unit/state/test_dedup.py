@@ -80,7 +80,14 @@ def test_the_scorer_applies_a_redelivered_event_once() -> None:
     scorer = Scorer(MODEL, now_ms=lambda: 0.0)
     state = None
     outcomes = []
-    for mid, ts in [("a", T0), ("b", T0 + 1), ("a", T0), ("b", T0 + 1), ("c", T0 + 2), ("c", T0 + 2)]:
+    for mid, ts in [
+        ("a", T0),
+        ("b", T0 + 1),
+        ("a", T0),
+        ("b", T0 + 1),
+        ("c", T0 + 2),
+        ("c", T0 + 2),
+    ]:
         out = scorer.apply("acme", state, msg(mid, ts))
         state = out.state
         outcomes.append(out.duplicate)
