@@ -11,8 +11,9 @@ everything held may go. An assigned partition nothing was read from yet holds W 
 
 It travels *in band*. The ingest tracks each input partition's progress (`InputProgress`) and,
 after what it read is delivered, writes it as a *mark* record into every by-account and by-user
-partition (`streams.app.wire`). The user stage relays each mark it reads, after forwarding what
-it released, into every by-account partition. The account stage keeps one `StreamClock` per
+partition (`streams.app.wire`). The user stage, which holds events too, relays after each mark
+it reads, once it forwarded what the mark released, how far it has released
+(`released_progress`) into every by-account partition. The account stage keeps one `StreamClock` per
 by-account partition, fed only by the marks it reads there: direct marks (path `DIRECT`) cover
 the events the ingest sent straight to the account, relayed ones (path = the by-user partition)
 the events routed through the user stage. A mark follows, in its partition, every record
@@ -196,3 +197,13 @@ class StreamClock:
 
 
 NO_TIME_END = 2**62  # "every held event": no source can still deliver an older one
+
+
+def released_progress(clock: StreamClock) -> Progress:
+    """What a stage that holds events tells the next one in a relayed mark: one entry, how far
+    it has released (it forwards nothing older from now on, but for late events), active
+    unless every source it reads is idle. The next stage takes off its own grace period, so
+    the grace is added back."""
+    if clock.value is None:
+        return {DIRECT: (NO_TIME, -1, True)}
+    return {DIRECT: (clock.value + clock.grace_ms, 0, not clock.idle)}

@@ -37,7 +37,7 @@ from streams.app.restore import Restorer, RestoringTable
 from streams.app.settings import Settings
 from streams.app.sink import Sink
 from streams.app.table_writer import TableWriter
-from streams.app.watermark import DIRECT, StreamClock
+from streams.app.watermark import DIRECT, StreamClock, released_progress
 from streams.app.wire import (
     BATCH,
     MARK,
@@ -209,7 +209,9 @@ class Pipeline:
         the account stage it holds events until stream time (the ingest's marks in its
         partition) passes them and routes them in canonical order, so a user's group call is
         seen before the tracks that came after it whatever input partition each sat in; it
-        relays every mark, after the forwards it covers, to every by-account partition."""
+        relays every mark, after the forwards it covers, to every by-account partition: how far
+        it has released (`released_progress`), not the progress it read, since what it still
+        holds is older than that."""
         async for record in stream.noack().events():
             value: bytes = record.value
             path = record.message.partition
@@ -240,7 +242,7 @@ class Pipeline:
                 if item_entry[1] is not None:
                     work.done(item_entry[1])
             if kind == MARK:
-                relay = encode_relay(path, progress)
+                relay = encode_relay(path, released_progress(work.clock))
                 for part in range(self.settings.partitions):
                     await self.by_account.send(value=relay, partition=part, force=True)
             self._forward_pending.extend(work.ackable())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import click
 import orjson
@@ -38,6 +38,14 @@ from streams.model.loader import load_model
     help="How far out of time order the file may be (0s: sorted). Events are applied in "
     "time order; one later than this is applied as a late event and counted.",
 )
+@click.option(
+    "--received-by",
+    default="now",
+    show_default=True,
+    help="When the history was received (ISO instant, 'now', or 'never' for none): an event "
+    "without receivedAt timestamped after it comes from a wrong device clock and is rejected "
+    "(future_timestamp), as the live worker rejects it.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def backtest(
     model_path: str,
@@ -47,6 +55,7 @@ def backtest(
     report_path: str | None,
     until: str | None,
     max_disorder: str,
+    received_by: str,
     quiet: bool,
 ) -> None:
     """Replay EVENTS (JSONL, optionally gzipped; - for stdin) through MODEL offline."""
@@ -62,6 +71,7 @@ def backtest(
             raise click.ClickException(f"no such events file: {p}")
     until_ms = _parse_until(until)
     disorder_ms = _parse_disorder(max_disorder)
+    received_by_ms = _parse_received_by(received_by)
     out: IO[bytes] | None = open(out_path, "wb") if out_path else None  # noqa: SIM115
     sink = None
     if out is not None:
@@ -91,6 +101,7 @@ def backtest(
                 conversion_event=conversion_event,
                 until=until_ms,
                 max_disorder_ms=disorder_ms,
+                received_by_ms=received_by_ms,
                 progress=lambda done: bar.update(task, completed=done),
             )
     finally:
@@ -109,6 +120,19 @@ def _parse_until(text: str | None) -> int | None:
     if ms is None:
         raise click.BadParameter(f"not an ISO-8601 instant: {text!r}", param_hint="--until")
     return ms
+
+
+def _parse_received_by(text: str) -> float | Literal["now"] | None:
+    if text == "now":
+        return "now"
+    if text == "never":
+        return None
+    ms = iso_to_epoch_ms(text)
+    if ms is None:
+        raise click.BadParameter(
+            f"not an ISO-8601 instant, 'now' or 'never': {text!r}", param_hint="--received-by"
+        )
+    return float(ms)
 
 
 def _parse_disorder(text: str) -> int:

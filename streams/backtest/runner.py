@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from streams.backtest.summary import SummaryBuilder
 from streams.events.order import HoldBuffer, order_key
@@ -79,8 +79,14 @@ class Backtest:
         now_ms: Callable[[], float] | None = None,
         on_reject: Callable[[RejectedLine], None] | None = None,
         max_disorder_ms: int = DEFAULT_MAX_DISORDER_MS,
+        received_by_ms: float | Literal["now"] | None = "now",
     ) -> None:
+        """`received_by_ms`: when the history was received (its export); an event without
+        `receivedAt` timestamped past it (plus the skew tolerance) comes from a wrong clock and
+        is rejected as the live worker rejects it. Default: the wall clock now; None: no check
+        (for histories dated in the future, e.g. synthetic ones)."""
         self.model = model
+        self.received_by_ms = time.time() * 1000 if received_by_ms == "now" else received_by_ms
         self.scorer = Scorer(model, now_ms) if now_ms else Scorer(model)
         self.router = Router(self.scorer.plan.user_traits)
         self.states: dict[str, AccountState] = {}
@@ -97,7 +103,7 @@ class Backtest:
     # -- input ----------------------------------------------------------------------------
     def feed_line(self, raw: bytes, line_no: int = 0) -> None:
         self.summary.events_read += 1
-        parsed = parse_event(raw)
+        parsed = parse_event(raw, self.received_by_ms)
         if isinstance(parsed, Reject):
             self._reject(line_no, parsed)
             return
@@ -195,11 +201,16 @@ def run_backtest(
     until: int | None = None,
     progress: Callable[[int], None] | None = None,
     max_disorder_ms: int = DEFAULT_MAX_DISORDER_MS,
+    received_by_ms: float | Literal["now"] | None = "now",
 ) -> dict[str, Any]:
     """Replay files through the core; return the summary. `progress(bytes_read)` is called
     every few thousand lines."""
     bt = Backtest(
-        model, sink=sink, conversion_event=conversion_event, max_disorder_ms=max_disorder_ms
+        model,
+        sink=sink,
+        conversion_event=conversion_event,
+        max_disorder_ms=max_disorder_ms,
+        received_by_ms=received_by_ms,
     )
     started = time.perf_counter()
     n = 0

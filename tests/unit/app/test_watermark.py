@@ -14,6 +14,7 @@ from streams.app.watermark import (
     NO_TIME_END,
     InputProgress,
     StreamClock,
+    released_progress,
     stream_time,
 )
 from streams.app.wire import (
@@ -225,3 +226,14 @@ def test_a_relayed_mark_round_trips(path: int, p: dict[int, tuple[int, int, bool
     assert decode_relay(data) == (path, p)
     with pytest.raises(ValueError, match="not a mark"):
         decode_mark(data)
+
+
+def test_a_stage_relays_how_far_it_released_not_what_it_read() -> None:
+    """The user stage holds events too: the mark it relays must not claim more than it has
+    released, or the account stage would overtake what it still holds."""
+    clock = StreamClock(grace_ms=500, idle_hold_s=0.0)
+    assert released_progress(clock) == {DIRECT: (NO_TIME, -1, True)}  # nothing released yet
+    clock.merge({0: (10_000, 3, True), 1: (4_000, 1, True)})
+    assert released_progress(clock) == {DIRECT: (4_000, 0, True)}  # W 3_500 plus the grace
+    clock.merge({0: (10_000, 3, False), 1: (4_000, 1, False)})  # everything released
+    assert released_progress(clock) == {DIRECT: (10_000, 0, False)}

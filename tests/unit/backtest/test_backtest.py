@@ -360,3 +360,21 @@ def test_cli_refuses_an_invalid_model(tmp_path: Path) -> None:
     assert "is not a valid model" in result.output
     assert "4: signals.m.window" in result.output
     assert "6: qualify.when: unknown signal 'nope'" in result.output
+
+
+def test_a_future_event_without_received_at_is_rejected_as_live() -> None:
+    """Like the live worker, the backtest takes an event without `receivedAt` timestamped past
+    when the history was received for a wrong device clock (default: now)."""
+    line = _msg("A", 1, "a1")
+    future = line.replace(iso(T0 + HOUR)[:4], "2091", 1)
+    rejected: list[RejectedLine] = []
+    bt = Backtest(WINDOWED, on_reject=rejected.append, received_by_ms=float(T0 + 2 * HOUR))
+    bt.feed_line(line.encode(), 1)
+    bt.feed_line(future.encode(), 2)
+    bt.finish()
+    assert [(r.line_no, r.reason) for r in rejected] == [(2, "future_timestamp")]
+    # With no such instant (a synthetic history dated ahead), it is applied.
+    bt = Backtest(WINDOWED, on_reject=rejected.append, received_by_ms=None)
+    bt.feed_line(future.encode(), 1)
+    bt.finish()
+    assert bt.summary.build()["events_applied"] == 1
