@@ -119,8 +119,9 @@ class WorkerProc:
     def settle(self) -> float:
         """Quiet seconds after which nothing more is coming: the last events are released when
         their input partitions turn idle (`idle_timeout_s`), an account is advanced by stream
-        time only after `advance_idle_s`, plus the idle hold (1 s) and a margin for the hops."""
-        return self.idle_timeout_s + 1.0 + self.advance_idle_s + 1.5
+        time only after `advance_idle_s`, plus the idle hold (1 s) of each of the two stages
+        and a margin for the hops."""
+        return self.idle_timeout_s + 2.0 + self.advance_idle_s + 1.5
 
     @property
     def url(self) -> str:
