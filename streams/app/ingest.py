@@ -174,6 +174,7 @@ class Ingest:
             while not self._stop.is_set():
                 self._poll_once()
                 self._mark()
+                self._align(time.monotonic())
                 if after_poll is not None:
                     after_poll()
         finally:
@@ -195,7 +196,7 @@ class Ingest:
             self.local[q] = self._restore_local(q, committed.get(q, 0))
             if committed.get(q, 0) > 0:
                 self._restore_stream_time(q, committed[q], now)
-            self.progress.assign(q, now)
+            self.progress.assign(q, now, committed.get(q, 0))
         self.stats.assigned |= {tp.partition for tp in partitions}
         log.info(
             "ingest assigned input partitions %s (%d users restored)",
@@ -318,7 +319,7 @@ class Ingest:
         """At most every `mark_interval_s`, the input progress as a mark into every by-account
         and by-user partition. Called between polls, when everything read so far is forwarded
         *and delivered*: the mark follows every record it covers, in each partition, so a stage
-        never reads a mark before them. Then pause the partitions running ahead."""
+        never reads a mark before them."""
         now = time.monotonic()
         if now - self._marked_at < self.config.mark_interval_s or not self.stats.assigned:
             return
@@ -332,11 +333,10 @@ class Ingest:
             self._produce(self.config.by_account_topic, value, part)
             self._produce(self.config.by_user_topic, value, part)
         self._producer.poll(0)
-        self._align(now)
 
     def _align(self, now: float) -> None:
-        """Watermark alignment: pause the input partitions running more than `max_drift_ms`
-        ahead of the slowest active one, resume them once it caught up."""
+        """Watermark alignment, after every poll: pause the input partitions running more than
+        `max_drift_ms` ahead of the slowest active one, resume them once it caught up."""
         ahead = self.progress.ahead(now, self.config.max_drift_ms) & self.stats.assigned
         paused = self.stats.paused
         if ahead == paused:
@@ -346,6 +346,11 @@ class Ingest:
         resume = sorted(paused - ahead)
         if pause:
             self._consumer.pause([TopicPartition(topic, q) for q in pause])
+            # librdkafka keeps serving what it prefetched for a paused partition (up to
+            # queued.min.messages): seeking it to where reading stands drops that prefetch,
+            # and it is fetched again on resume.
+            for q in pause:
+                self._consumer.seek(TopicPartition(topic, q, self.progress.next_offset(q)))
         if resume:
             self._consumer.resume([TopicPartition(topic, q) for q in resume])
         self.stats.paused = frozenset(ahead)

@@ -53,7 +53,7 @@ def stream_time(progress: Progress) -> tuple[int, bool] | None:
 @dataclass(slots=True)
 class _Partition:
     latest: int  # latest event time read on the partition (NO_TIME before any)
-    offset: int  # offset of the last record read (-1 before any)
+    offset: int  # offset of the last record read (the one before the first to read, before any)
     behind: bool  # unread records remain after it (or it is not known yet that none do)
     heard_at: float  # monotonic time the last record was read, or the partition assigned
 
@@ -65,10 +65,12 @@ class InputProgress:
         self.idle_s = idle_s
         self._parts: dict[int, _Partition] = {}
 
-    def assign(self, partition: int, now: float) -> None:
-        """A newly assigned partition: it holds stream time until it delivers or turns idle."""
+    def assign(self, partition: int, now: float, committed: int = 0) -> None:
+        """A newly assigned partition, read from offset `committed`: it holds stream time at
+        "no time" until it delivers, or a fetch shows it has nothing to read and it then stays
+        quiet for the idleness timeout (an unfetched backlog is not idleness)."""
         if partition not in self._parts:
-            self._parts[partition] = _Partition(NO_TIME, -1, False, now)
+            self._parts[partition] = _Partition(NO_TIME, committed - 1, True, now)
 
     def observe(
         self, partition: int, event_ms: int, offset: int, highwater: int | None, now: float
@@ -100,6 +102,10 @@ class InputProgress:
     def forget(self, partition: int) -> None:
         self._parts.pop(partition, None)
 
+    def next_offset(self, partition: int) -> int:
+        """The offset after the last record read (where reading the partition resumes)."""
+        return self._parts[partition].offset + 1
+
     def _active(self, p: _Partition, now: float) -> bool:
         return p.behind or now - p.heard_at < self.idle_s
 
@@ -115,8 +121,9 @@ class InputProgress:
             return set()
         floor = min(active.values())
         if floor == NO_TIME:
-            # A partition nothing was read from yet: its time is unknown, so is the drift.
-            return set()
+            # A partition nothing was read from yet may hold the oldest events of all: the
+            # others wait until it delivered (or, empty, turned idle).
+            return {q for q, latest in active.items() if latest != NO_TIME}
         return {q for q, latest in active.items() if latest > floor + max_drift_ms}
 
 

@@ -21,7 +21,6 @@ import asyncio
 import logging
 import ssl
 import time
-from collections import defaultdict
 from functools import partial
 from typing import Any, cast
 
@@ -29,42 +28,20 @@ import faust
 from faust.types import TP
 
 from streams.app.accounts import AccountStage
-from streams.app.align import Aligned, Entry
 from streams.app.faust_transport import install as install_transport
-from streams.app.ingest import MAX_ITEMS_PER_RECORD, IngestConfig, partition_of
+from streams.app.ingest import IngestConfig
 from streams.app.ingest_process import IngestProcess
 from streams.app.restore import Restorer, RestoringTable
 from streams.app.settings import Settings
 from streams.app.sink import Sink
 from streams.app.table_writer import TableWriter
-from streams.app.watermark import DIRECT, StreamClock, released_progress
-from streams.app.wire import (
-    BATCH,
-    MARK,
-    SYNTHETIC_DELIVERED,
-    UNDELIVERED,
-    Item,
-    chunks,
-    decode_batch,
-    decode_mark,
-    encode_batch,
-    encode_relay,
-    position,
-)
-from streams.events.codec import encode_event
-from streams.events.order import order_key
-from streams.events.parse import parse_event
-from streams.events.resolver import UserRecord
-from streams.events.routing import route_user, user_stage
+from streams.app.users import UserStage
+from streams.app.watermark import DIRECT
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.events.types import Event, Reject
 from streams.io.lag import consumer_group_lag
 from streams.metrics import Metrics
 from streams.scoring.engine import Scorer
-
-# A user-stage item: (user id, input partition, input offset, what the ingest delivered of it,
-# the parsed event, its original bytes).
-_UserItem = tuple[str, int, int, int, Event, bytes]
 
 # How often the worker applies the ingest process's report (stream time, its metrics).
 INGEST_REPORT_INTERVAL_S = 0.05
@@ -177,7 +154,15 @@ class Pipeline:
             on_duplicate=self._count_duplicate,
         )
         self._forward_pending: list[Any] = []
-        self._user_works: dict[int, Aligned[_UserItem]] = {}
+        self.user_stage = UserStage(
+            self.trait_keys,
+            self.users_writer,
+            send=self._forward,
+            send_dlq=self._send_user_dlq,
+            partitions=n,
+            grace_ms=settings.watermark_grace_ms,
+            idle_hold_s=settings.idle_hold_s,
+        )
         self.embedded = embedded
         self.ready = False
         self.ingest = IngestProcess(
@@ -205,90 +190,9 @@ class Pipeline:
         register_pages(self)
 
     async def _users(self, stream: Any) -> None:
-        """The user stage over batches: membership and user traits in the `users` table. Like
-        the account stage it holds events until stream time (the ingest's marks in its
-        partition) passes them and routes them in canonical order, so a user's group call is
-        seen before the tracks that came after it whatever input partition each sat in; it
-        relays every mark, after the forwards it covers, to every by-account partition: how far
-        it has released (`released_progress`), not the progress it read, since what it still
-        holds is older than that."""
+        """The user stage (`streams.app.users.UserStage`) over the by-user records."""
         async for record in stream.noack().events():
-            value: bytes = record.value
-            path = record.message.partition
-            work = self._user_work(path)
-            entry = work.entry(record)
-            kind = value[:1]
-            routed: list[tuple[_UserItem, Entry | None]] = []
-            if kind == BATCH:
-                for user_id, q, offset, mark, raw in decode_batch(value):
-                    ev = parse_event(raw)  # the ingest forwards the original bytes
-                    if isinstance(ev, Reject):  # cannot happen: ingest parsed it; never drop it
-                        await self._send_dlq(raw, None, ev, "users")
-                        continue
-                    stored = self.users_writer.get(path, user_id)
-                    if stored and UserRecord.from_bytes(stored).seen.get(q, -1) >= offset:
-                        continue  # routed before a crash or rebalance: not again
-                    item = (user_id, q, offset, mark, ev, raw)
-                    if work.due(ev.ts):
-                        routed.append((item, None))
-                    else:
-                        work.hold(order_key(ev), item, entry)
-            elif kind == MARK:
-                progress = decode_mark(value)
-                work.clock.merge(progress)
-                routed.extend(work.release())
-            await self._route_users(path, routed)
-            for item_entry in routed:
-                if item_entry[1] is not None:
-                    work.done(item_entry[1])
-            if kind == MARK:
-                relay = encode_relay(path, released_progress(work.clock))
-                for part in range(self.settings.partitions):
-                    await self.by_account.send(value=relay, partition=part, force=True)
-            self._forward_pending.extend(work.ackable())
-
-    def _user_work(self, path: int) -> Aligned[_UserItem]:
-        work = self._user_works.get(path)
-        if work is None:
-            s = self.settings
-            work = Aligned(StreamClock(s.watermark_grace_ms, idle_hold_s=s.idle_hold_s))
-            self._user_works[path] = work
-        return work
-
-    async def _route_users(self, path: int, items: list[tuple[_UserItem, Entry | None]]) -> None:
-        """Route `items` in order and forward their deliveries; the users' new records are
-        staged only once the forwards are sent: a commit then never carries user state whose
-        forwards it has not flushed."""
-        if not items:
-            return
-        n = self.settings.partitions
-        out: dict[int, list[Item]] = defaultdict(list)
-        written: dict[str, bytes] = {}
-        for (user_id, q, offset, mark, ev, raw), _ in items:
-            stored = written.get(user_id) or self.users_writer.get(path, user_id)
-            before = UserRecord.from_bytes(stored) if stored else None
-            if mark == UNDELIVERED:
-                deliveries, reject, after = route_user(ev, before, self.trait_keys)
-            else:
-                synthetic = mark != SYNTHETIC_DELIVERED
-                deliveries, reject, after = user_stage(ev, before, self.trait_keys, synthetic)
-            current = after if after is not None else before
-            if current is not None:
-                # Remember how far this user's input was routed (re-reads are skipped).
-                seen = dict(before.seen) if before is not None else {}
-                if seen.get(q, -1) < offset:
-                    seen[q] = offset
-                written[user_id] = UserRecord(current.account_id, current.traits, seen).to_bytes()
-            if reject is not None:
-                await self._send_dlq(raw, user_id.encode(), reject, "users")
-            for k, (account, delivered) in enumerate(deliveries):
-                item = (account, q, position(offset, k), path, encode_event(delivered))
-                out[partition_of(account, n)].append(item)
-        for part, batch in out.items():
-            for chunk in chunks(batch, MAX_ITEMS_PER_RECORD):
-                await self.by_account.send(value=encode_batch(chunk), partition=part, force=True)
-        for user_id, data in written.items():
-            self.users_writer.put(path, user_id, data)
+            self._forward_pending.extend(await self.user_stage.on_record(record))
 
     async def _accounts(self, stream: Any) -> None:
         async for record in stream.noack().events():
@@ -303,7 +207,7 @@ class Pipeline:
         if wm is not None:
             m.watermark_timestamp_seconds.set(wm / 1000)
         m.held_events.labels("accounts").set(self.stage.held_events())
-        m.held_events.labels("users").set(sum(len(w) for w in self._user_works.values()))
+        m.held_events.labels("users").set(self.user_stage.held_events())
         m.state_accounts.set(len(self.stage.state_sizes))
         m.state_bytes.set(self.stage.state_bytes)
         m.pql_accounts.set(self.stage.pql_accounts)
@@ -382,6 +286,14 @@ class Pipeline:
         self.metrics.events_rejected_total.labels(reject.reason.value).inc()
         self.metrics.dlq_produced_total.labels(reject.reason.value).inc()
 
+    async def _forward(self, partition: int, value: bytes) -> None:
+        """A record of the user stage into a by-account partition (Faust's producer: in order
+        with the stage's other records, delivered before the by-user records are acked)."""
+        await self.by_account.send(value=value, partition=partition, force=True)
+
+    async def _send_user_dlq(self, raw: bytes, key: bytes | None, reject: Reject) -> None:
+        await self._send_dlq(raw, key, reject, "users")
+
     async def _send_late_dlq(self, raw: bytes, reject: Reject, ev: Event) -> None:
         await self._send_dlq(raw, (ev.account_id or "").encode() or None, reject, "accounts")
 
@@ -416,8 +328,7 @@ class Pipeline:
         # the new owner; their stores are no longer ours to write. So are their held events.
         user_parts = {tp.partition for tp in revoked if tp.topic == self.settings.by_user_topic}
         self.users_writer.forget(user_parts)
-        for part in user_parts:
-            self._user_works.pop(part, None)
+        self.user_stage.forget(user_parts)
         for tp in revoked:
             self.metrics.forget_partition(tp.topic, tp.partition)
 

@@ -62,10 +62,25 @@ def test_input_progress_tracks_latest_time_and_activity() -> None:
 
 def test_an_assigned_partition_holds_stream_time_until_it_delivers_or_idles() -> None:
     p = InputProgress(idle_s=3.0)
-    p.assign(0, now=100.0)
+    p.assign(0, now=100.0, committed=5)
     p.observe(1, 7_000, offset=3, highwater=4, now=100.0)
     assert stream_time(p.snapshot(101.0)) == (NO_TIME, False)  # nothing is safe yet
+    # Not fetched yet: its end is unknown, so it is not idle however long that takes.
+    assert p.behind() == [0]
+    p.refresh({0: None})
+    assert stream_time(p.snapshot(200.0)) == (NO_TIME, False)
+    # A fetch shows a backlog after the committed offset: still behind.
+    p.refresh({0: 40})
+    assert stream_time(p.snapshot(200.0)) == (NO_TIME, False)
+
+
+def test_an_assigned_empty_partition_turns_idle() -> None:
+    p = InputProgress(idle_s=3.0)
+    p.assign(0, now=100.0)
+    p.observe(1, 7_000, offset=3, highwater=4, now=100.0)
+    p.refresh({0: 0})  # fetched: nothing in it
     assert p.behind() == []
+    assert stream_time(p.snapshot(101.0)) == (NO_TIME, False)  # active until the timeout
     assert stream_time(p.snapshot(104.0)) == (7_000, True)  # both idle now
 
 
@@ -91,8 +106,10 @@ def test_partitions_running_ahead_are_reported_for_pausing() -> None:
     p.observe(2, 9_000, offset=1, highwater=9, now=0.0)
     assert p.ahead(now=0.0, max_drift_ms=10_000) == {1}
     assert p.ahead(now=0.0, max_drift_ms=60_000) == set()
-    p.assign(3, now=0.0)  # nothing read from it: its time and so the drift are unknown
-    assert p.ahead(now=0.0, max_drift_ms=10_000) == set()
+    p.assign(3, now=0.0)  # nothing read from it yet: it may hold the oldest events of all
+    assert p.ahead(now=0.0, max_drift_ms=60_000) == {0, 1, 2}
+    p.refresh({3: 0})  # fetched: empty; once idle it no longer holds the others back
+    assert p.ahead(now=5.0, max_drift_ms=60_000) == set()
 
 
 def test_clock_merges_marks_of_several_ingests_and_never_moves_back() -> None:
