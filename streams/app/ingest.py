@@ -38,7 +38,14 @@ from typing import Any, cast
 
 import msgspec
 from aiokafka.partitioner import murmur2
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from streams.app.settings import Settings
 from streams.app.watermark import NO_TIME, InputProgress
@@ -348,9 +355,14 @@ class Ingest:
             self._consumer.pause([TopicPartition(topic, q) for q in pause])
             # librdkafka keeps serving what it prefetched for a paused partition (up to
             # queued.min.messages): seeking it to where reading stands drops that prefetch,
-            # and it is fetched again on resume.
+            # and it is fetched again on resume. A partition not fetched yet has none (its
+            # seek is refused with _STATE).
             for q in pause:
-                self._consumer.seek(TopicPartition(topic, q, self.progress.next_offset(q)))
+                try:
+                    self._consumer.seek(TopicPartition(topic, q, self.progress.next_offset(q)))
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError._STATE:
+                        raise
         if resume:
             self._consumer.resume([TopicPartition(topic, q) for q in resume])
         self.stats.paused = frozenset(ahead)

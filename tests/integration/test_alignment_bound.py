@@ -20,7 +20,7 @@ from collections.abc import Callable
 from confluent_kafka import Producer
 
 from streams.app.align import Aligned
-from streams.app.ingest import POLL_BATCH, Ingest, IngestConfig, IngestStats
+from streams.app.ingest import POLL_BATCH, Ingest, IngestStats
 from streams.app.watermark import StreamClock
 from streams.app.wire import BATCH, MARK, decode_batch, decode_mark
 from streams.broker.embedded import EmbeddedBroker
@@ -28,9 +28,9 @@ from streams.events.codec import decode_event
 from streams.events.order import order_key
 from streams.io.kafka_config import producer_config
 from streams.io.read import read_to_end
-from streams.io.topics import TopicSpec, ensure_topics
+from tests.integration.test_ingest_marks import ingest_config
 
-N = 4
+N = 4  # partitions of every topic (as tests/integration/test_ingest_marks.py)
 BEHIND = 1_000_000  # events in partition 0
 AHEAD = 100_000  # events in each of partitions 1-3
 DAY_MS = 86_400_000
@@ -51,26 +51,7 @@ def _line(q: int, i: int, n: int) -> bytes:
 def test_held_events_stay_bounded_while_a_partition_is_far_behind(
     broker: EmbeddedBroker, new_topic_name: Callable[[str], str]
 ) -> None:
-    name = new_topic_name
-    config = IngestConfig(
-        broker=broker.bootstrap,
-        security=None,
-        group=name("group"),
-        instance_id=None,
-        session_timeout_ms=6000,
-        fetch_wait_ms=20,
-        partitions=N,
-        input_topic=name("in"),
-        dlq_topic=name("dlq"),
-        by_account_topic=name("by-account"),
-        by_user_topic=name("by-user"),
-        users_topic=name("users"),
-        trait_keys=frozenset(),
-        max_drift_ms=DRIFT_MS,
-    )
-    topics = [config.input_topic, config.dlq_topic, config.by_account_topic]
-    topics += [config.by_user_topic, config.users_topic]
-    ensure_topics(broker.bootstrap, [TopicSpec(t, N) for t in topics])
+    config = ingest_config(broker, new_topic_name, max_drift_ms=DRIFT_MS)
     producer = Producer(producer_config(broker.bootstrap, linger_ms=20))
     sizes = {0: BEHIND, 1: AHEAD, 2: AHEAD, 3: AHEAD}
     for q, n in sizes.items():

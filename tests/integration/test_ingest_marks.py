@@ -43,10 +43,10 @@ def _event(i: int) -> tuple[str, bytes]:
     return account, orjson.dumps(body)
 
 
-def test_every_mark_follows_the_events_it_covers(
-    broker: EmbeddedBroker, new_topic_name: Callable[[str], str]
-) -> None:
-    name = new_topic_name
+def ingest_config(
+    broker: EmbeddedBroker, name: Callable[[str], str], **settings: Any
+) -> IngestConfig:
+    """An ingest stage's configuration over fresh topics of `N` partitions (created here)."""
     config = IngestConfig(
         broker=broker.bootstrap,
         security=None,
@@ -61,17 +61,23 @@ def test_every_mark_follows_the_events_it_covers(
         by_user_topic=name("by-user"),
         users_topic=name("users"),
         trait_keys=frozenset(),
+        **settings,
+    )
+    topics = [config.input_topic, config.dlq_topic, config.by_account_topic]
+    topics += [config.by_user_topic, config.users_topic]
+    ensure_topics(broker.bootstrap, [TopicSpec(t, N) for t in topics])
+    return config
+
+
+def test_every_mark_follows_the_events_it_covers(
+    broker: EmbeddedBroker, new_topic_name: Callable[[str], str]
+) -> None:
+    config = ingest_config(
+        broker,
+        new_topic_name,
         mark_interval_s=0.0,  # a mark after every poll: as many interleavings as possible
         idle_s=0.2,  # drained partitions turn idle before the last mark
     )
-    topics = [
-        config.input_topic,
-        config.dlq_topic,
-        config.by_account_topic,
-        config.by_user_topic,
-        config.users_topic,
-    ]
-    ensure_topics(broker.bootstrap, [TopicSpec(t, N) for t in topics])
     stats = IngestStats()
     ingest = Ingest(config, stats)
     runner = threading.Thread(target=ingest.run, daemon=True)

@@ -7,6 +7,8 @@ real sources key it:
 - `user`: keyed by userId (RudderStack; PostHog's distinct_id),
 - `round-robin`: no key, partition after partition (Segment's Kafka destination),
 - `account`: keyed by the account, as `pql produce` does,
+- `user-local` (live only): keyed by userId, with the worker told so (`--input-key user`: the
+  ingest routes each partition's users itself),
 
 each both **live** (produced while the worker runs) and as a **backlog** loaded before the
 worker starts, with one input partition holding far more data than the others so it is read
@@ -53,6 +55,7 @@ from tests.integration.worker_harness import (
 MODEL = EXAMPLES / "team-chat.yaml"
 ACCOUNTS = 90
 KEYINGS = ["user", "round-robin", "account"]
+LIVE_KEYINGS = [*KEYINGS, "user-local"]
 FILLER = 12_000  # extra events in input partition 0 of the backlog: it is read behind
 CRASH_FILLER = 60_000
 
@@ -158,7 +161,10 @@ class Run:
 def _start(ws: Workers, keying: str, mode: str) -> tuple[WorkerNames, WorkerProc]:
     names = WorkerNames.unique(f"key-{mode}-{keying}"[:24])
     names.create_topics(ws.bootstrap)
-    return names, ws.new(MODEL, names, name=f"{mode}-{keying}")
+    # "user-local": keyed by user, and the worker told so (`--input-key user`: the ingest routes
+    # each partition's users itself).
+    extra = ["--input-key", "user"] if keying == "user-local" else []
+    return names, ws.new(MODEL, names, name=f"{mode}-{keying}", extra_args=extra)
 
 
 @pytest.fixture(scope="module")
@@ -174,14 +180,14 @@ def live_runs(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     events = history()
     ws = Workers(broker.bootstrap, tmp)
     try:
-        started = {k: _start(ws, k, "live") for k in KEYINGS}
+        started = {k: _start(ws, k, "live") for k in LIVE_KEYINGS}
         for _, w in started.values():
             w.start()
         for _, w in started.values():
             w.wait_ready()
         runs = {}
         for keying, (names, w) in started.items():
-            recs = records(events, keying)
+            recs = records(events, "user" if keying == "user-local" else keying)
             produce_to(broker.bootstrap, names.input_topic, recs)
             runs[keying] = Run(keying, names, w, ws.reader(names.output_topic), len(recs))
         yield runs
@@ -233,7 +239,7 @@ def _check(run: Run, expected: list[dict[str, Any]]) -> None:
     assert sum(late.values()) == 0, f"late events: {late}"
 
 
-@pytest.mark.parametrize("keying", KEYINGS)
+@pytest.mark.parametrize("keying", LIVE_KEYINGS)
 def test_live_input_keyed_any_way_matches_the_backtest(
     keying: str, live_runs: dict[str, Run], expected_live: list[dict[str, Any]]
 ) -> None:
