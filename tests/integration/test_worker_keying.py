@@ -56,6 +56,7 @@ MODEL = EXAMPLES / "team-chat.yaml"
 ACCOUNTS = 90
 KEYINGS = ["user", "round-robin", "account"]
 LIVE_KEYINGS = [*KEYINGS, "user-local"]
+SOURCE_KEYING = {"user-local": "user"}
 FILLER = 12_000  # extra events in input partition 0 of the backlog: it is read behind
 CRASH_FILLER = 60_000
 
@@ -187,7 +188,7 @@ def live_runs(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             w.wait_ready()
         runs = {}
         for keying, (names, w) in started.items():
-            recs = records(events, "user" if keying == "user-local" else keying)
+            recs = records(events, SOURCE_KEYING.get(keying, keying))
             produce_to(broker.bootstrap, names.input_topic, recs)
             runs[keying] = Run(keying, names, w, ws.reader(names.output_topic), len(recs))
         yield runs
