@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 # Input partition -> (latest event time read, offset of the last record read, active): what a
 # mark carries. Marks of versions before idleness carried "unread records remain" in the third
@@ -40,7 +42,7 @@ NO_TIME = -(2**62)  # latest event time of a partition nothing was read from yet
 DIRECT = -1  # the path of events (and marks) the ingest sent straight to the account stage
 
 
-def stream_time(progress: Progress) -> tuple[int, bool] | None:
+def stream_time(progress: Mapping[Any, tuple[int, int, bool]]) -> tuple[int, bool] | None:
     """(W, whether every partition is idle), or None without any partition."""
     if not progress:
         return None
@@ -169,13 +171,11 @@ class StreamClock:
             self._waiting.discard(path)
         if self._waiting:
             return self.value
-        values = store.values()
-        active = [latest for latest, _, is_active in values if is_active]
-        if active:
-            base, all_idle = min(active), False
-        else:
-            base, all_idle = max(latest for latest, _, _ in values), True
-        if len(active) < len(store):  # some partition counts as idle: hold back
+        found = stream_time(store)
+        if found is None:
+            return self.value
+        base, all_idle = found
+        if any(not is_active for _, _, is_active in store.values()):  # some idle: hold back
             now = time.monotonic() if now is None else now
             history = self._history
             history.append((now, base, all_idle))

@@ -26,11 +26,10 @@ from tests.integration.worker_harness import (
     WorkerNames,
     WorkerProc,
     Workers,
+    assert_same_as_backtest,
     backtest,
     collect,
-    diff_report,
     metric_samples,
-    payload_diffs,
     transition_key,
     wait_consumed,
     workers,  # noqa: F401 - fixture
@@ -87,14 +86,6 @@ def _run(
     return w, reader
 
 
-def _compare(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
-    assert {transition_key(t) for t in got} == {transition_key(t) for t in expected}, diff_report(
-        got, expected
-    )
-    differing = payload_diffs(got, expected, limit=0)
-    assert not differing, "\n".join(differing[:15])
-
-
 def test_redelivered_events_count_once(workers: Workers, tmp_path: Path) -> None:  # noqa: F811
     events = list(generate(accounts=40, days=1.0, seed=31))
     doubled = _with_duplicates(events)
@@ -110,7 +101,7 @@ def test_redelivered_events_count_once(workers: Workers, tmp_path: Path) -> None
 
     w, reader = _run(workers, "dups", doubled)
     got = collect(reader, clean, timeout=60, settle=w.settle)
-    _compare(got, clean)
+    assert_same_as_backtest(got, clean)
     skipped = sum(metric_samples(w.metrics(), "pql_duplicate_events_total").values())
     # Duplicates of events that changed nothing (absorbed identify calls, ...) are harmless
     # and not remembered; most duplicates are skipped.
@@ -131,7 +122,7 @@ def test_a_wrong_device_clock_does_not_wreck_its_account(
     )
     w, reader = _run(workers, "skew", skewed)
     got = collect(reader, expected, timeout=60, settle=w.settle)
-    _compare(got, expected)
+    assert_same_as_backtest(got, expected)
     metrics = w.metrics()
     assert metric_samples(metrics, "pql_clock_skew_events_total") == {'{outcome="clamped"}': 1.0}
     rejected = metric_samples(metrics, "pql_events_rejected_total")

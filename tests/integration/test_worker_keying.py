@@ -41,11 +41,11 @@ from tests.integration.worker_harness import (
     WorkerProc,
     Workers,
     assert_duplicates_identical,
+    assert_same_as_backtest,
     backtest,
     collect,
     diff_report,
     metric_samples,
-    payload_diffs,
     transition_key,
     wait_consumed,
     workers,  # noqa: F401 - fixture
@@ -231,11 +231,7 @@ def _check(run: Run, expected: list[dict[str, Any]]) -> None:
     wait_consumed([run.worker], run.names.input_topic, run.lines, timeout=180)
     got = collect(run.reader, expected, timeout=90, settle=run.worker.settle)
     assert len(got) == len({t["transition_id"] for t in got}), "duplicates without a crash"
-    assert {transition_key(t) for t in got} == {transition_key(t) for t in expected}, (
-        f"{run.keying}: worker != backtest\n{diff_report(got, expected)}"
-    )
-    differing = payload_diffs(got, expected, limit=0)
-    assert not differing, f"{len(differing)} payloads differ:\n" + "\n".join(differing[:15])
+    assert_same_as_backtest(got, expected, run.keying)
     late = metric_samples(run.worker.metrics(), "pql_late_events_total")
     assert sum(late.values()) == 0, f"late events: {late}"
 

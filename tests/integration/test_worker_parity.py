@@ -31,14 +31,12 @@ from tests.integration.worker_harness import (
     WorkerNames,
     WorkerProc,
     Workers,
+    assert_same_as_backtest,
     backtest,
     collect,
-    diff_report,
     name_accounts,
-    payload_diffs,
     ready_then_produce,
     schema_validator,
-    transition_key,
     wait_consumed,
     write_jsonl,
 )
@@ -94,12 +92,7 @@ def test_worker_parity(variant: str, parity_runs: dict[str, ParityRun], tmp_path
     got = collect(run.reader, expected, timeout=60, settle=run.worker.settle)
 
     assert len(got) == len({t["transition_id"] for t in got}), "duplicates without a crash"
-    assert {transition_key(t) for t in got} == {transition_key(t) for t in expected}, (
-        f"{variant}: worker != backtest\n{diff_report(got, expected)}"
-    )
-    # Beyond the compared fields: the whole payload (reasons, signals, condition values).
-    differing = payload_diffs(got, expected, limit=0)
-    assert not differing, f"{len(differing)} payloads differ:\n" + "\n".join(differing[:15])
+    assert_same_as_backtest(got, expected, variant)
     validator = schema_validator()
     for t in got:
         assert not list(validator.iter_errors(t)), t

@@ -597,6 +597,18 @@ def collect(
     return reader.transitions()
 
 
+def assert_same_as_backtest(
+    got: list[dict[str, Any]], expected: list[dict[str, Any]], label: str = "worker"
+) -> None:
+    """The worker's transitions are the backtest's: the same compared fields (ids included),
+    then the whole payload apart from detected_at (reasons, signals, condition values)."""
+    assert {transition_key(t) for t in got} == {transition_key(t) for t in expected}, (
+        f"{label}: worker != backtest\n{diff_report(got, expected)}"
+    )
+    differing = payload_diffs(got, expected, limit=0)
+    assert not differing, f"{len(differing)} payloads differ:\n" + "\n".join(differing[:15])
+
+
 def schema_validator() -> Any:
     from jsonschema import Draft202012Validator
 
