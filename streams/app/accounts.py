@@ -42,7 +42,7 @@ from aiokafka.partitioner import murmur2
 from streams.app.align import Aligned, Entry
 from streams.app.table_writer import TableWriter
 from streams.app.watermark import DIRECT, StreamClock
-from streams.app.wire import BATCH, MARK, RELAY, decode_batch, decode_mark, decode_relay
+from streams.app.wire import decode
 from streams.events.codec import decode_event
 from streams.events.order import order_key
 from streams.events.types import Event, Reject
@@ -111,6 +111,7 @@ class AccountStage:
         self.cache_max_accounts = cache_max_accounts
         self.grace_ms = grace_ms
         self._events = 0  # events applied since the last flush
+        self._commit: asyncio.Future[None] | None = None  # the flush being delivered
         self._since = 0.0  # monotonic time of the oldest unflushed record
         # Wall time each account last received a record: stream time only advances accounts that
         # have been idle this long. Marks cannot overtake the events that went straight to the
@@ -133,27 +134,27 @@ class AccountStage:
 
     # -- records ---------------------------------------------------------------------------
     async def on_record(self, record: Any) -> None:
-        """One by-account record (a batch of events, or a mark), inside its stream
-        iteration."""
+        """One by-account record (events, then stream time: `streams.app.wire`), inside its
+        stream iteration."""
         msg = record.message
         part = msg.partition
         self._record_ts = msg.timestamp or 0.0
         work = self._work(part)
         if not self._timers_loaded:
             await self._load_timers()
-        value: bytes = record.value
-        kind = value[:1]
         entry = work.align.entry(record)
         rejected: list[tuple[Event, Reject]] = []
-        if kind == BATCH:
-            items = decode_batch(value)
-            self._take_batch(work, items, entry, rejected)
-            self._events += len(items)
-        elif kind == MARK:
-            self._on_time(work, work.clock.merge(decode_mark(value)), rejected)
-        elif kind == RELAY:
-            path, progress = decode_relay(value)
-            self._on_time(work, work.clock.merge(progress, path), rejected)
+        frame = decode(record.value)
+        if frame is not None:
+            items, times = frame
+            if items:
+                self._take_batch(work, items, entry, rejected)
+                self._events += len(items)
+            if times:  # stream time after the frame's events
+                clock = work.clock
+                for path, progress in times.items():
+                    clock.merge(progress, path)
+                self._on_time(work, clock.value, rejected)
         for ev, reject in rejected:
             await self.send_dlq(event_json(ev), reject, ev)
         if not self._since:
@@ -165,7 +166,7 @@ class AccountStage:
             self._events >= self.flush_max_events
             or time.monotonic() - self._since >= self.flush_interval_s
         ):
-            await self.flush()
+            await self.flush(wait=False)
 
     def _take_batch(
         self,
@@ -293,15 +294,20 @@ class AccountStage:
                 self.cache[account] = state
         return state
 
-    async def flush(self) -> None:
-        """Deliver transitions, then write dirty state once per account, then ack (see module
-        docstring for why in this order) — every assigned partition at once, so a flush costs
-        the same few round trips however many partitions this worker owns. Runs inside a
-        stream iteration (the agent processes nothing else meanwhile)."""
+    async def flush(self, wait: bool = True) -> None:
+        """Write the dirty states once per account and ack what they cover — every assigned
+        partition at once, so a flush costs the same few round trips however many partitions
+        this worker owns. The states are encoded and staged now (a consistent cut: every
+        record to ack has all its events in them); then, in order, the transitions sent so far
+        are delivered, the states are delivered (`TableWriter.commit`), and the records are
+        acked. With `wait=False` (the agent's own flushes) those round trips run in the
+        background while the agent goes on; the next flush waits for them first (one commit
+        in flight, so changelog versions and acks stay in order), and a failure there is
+        raised by it (and stops the worker through the sink's check meanwhile)."""
+        await self.settle()
         works = [w for w in self.work.values() if w.align.pending or w.dirty]
         if not works:
             return
-        await self.flush_producer()  # transitions sent so far are delivered
         sizes = self.state_sizes
         put = self.table.put
         encode = self.codec.encode
@@ -318,13 +324,26 @@ class AccountStage:
                 put(part, account, data)
             work.dirty.clear()
             written.append(part)
-        await self.table.commit(written)  # the changelog records are delivered (and sealed)
-        for work in works:
-            for record in work.align.ackable():
-                record.ack()
+        taken = self.table.take(written)
+        records = [record for work in works for record in work.align.ackable()]
         self._events = 0
         self._since = 0.0
-        self._trim_cache()
+        self._trim_cache()  # the trimmed states are read from the writer until stored
+        self._commit = asyncio.ensure_future(self._deliver(taken, records))
+        if wait:
+            await self.settle()
+
+    async def _deliver(self, taken: dict[int, dict[bytes, bytes]], records: list[Any]) -> None:
+        await self.flush_producer()  # the transitions, first: a state never precedes them
+        await self.table.commit(taken=taken)  # the changelog records are delivered (and sealed)
+        for record in records:
+            record.ack()
+
+    async def settle(self) -> None:
+        """Wait for the commit in flight, if any; raise what failed in it."""
+        commit, self._commit = self._commit, None
+        if commit is not None:
+            await commit
 
     def _trim_cache(self) -> None:
         """Keep at most `cache_max_accounts` decoded states: right after a flush every state is

@@ -55,8 +55,7 @@ from streams.app.wire import (
     UNDELIVERED,
     Item,
     chunks,
-    encode_batch,
-    encode_mark,
+    encode_frame,
     position,
 )
 from streams.events.codec import encode_event
@@ -71,7 +70,7 @@ log = logging.getLogger("streams.ingest")
 
 MAX_ITEMS_PER_RECORD = 500  # keeps records well under Kafka's 1 MB default message limit
 POLL_BATCH = 5_000
-POLL_TIMEOUT_S = 0.05
+POLL_TIMEOUT_S = 0.05  # longest wait for a first record (then marks and alignment run)
 
 
 @functools.lru_cache(maxsize=1 << 18)
@@ -99,7 +98,8 @@ class IngestConfig:
     by_user_topic: str
     users_topic: str  # the ingest stage's local routing state
     trait_keys: frozenset[str]  # user traits the model reads
-    mark_interval_s: float = 0.05  # at most this often every internal partition gets a mark
+    mark_interval_s: float = 0.05  # a partition without events gets the progress this often
+    linger_s: float = 0.02  # a poll waits this long after its first record for more
     # Route locally (per input partition) the users whose calls it carried: only exact when
     # each user's calls are in one input partition (`--input-key user`).
     local_routing: bool = False
@@ -163,6 +163,7 @@ class Ingest:
         )
         if config.instance_id:
             conf["group.instance.id"] = config.instance_id  # static membership
+        conf["on_commit"] = self._on_commit
         self._consumer = Consumer(conf)
         self._producer = Producer(producer_config(config.broker, config.security, linger_ms=2))
 
@@ -180,7 +181,6 @@ class Ingest:
             )
             while not self._stop.is_set():
                 self._poll_once()
-                self._mark()
                 self._align(time.monotonic())
                 if after_poll is not None:
                     after_poll()
@@ -246,10 +246,32 @@ class Ingest:
             return
 
     # -- one poll -----------------------------------------------------------------------------
-    def _poll_once(self) -> None:
-        msgs = self._consumer.consume(POLL_BATCH, POLL_TIMEOUT_S)
+    def _poll(self) -> list[Message]:
+        """What is there to read: waits up to `POLL_TIMEOUT_S` for a first record, then up to
+        `linger_s` more for others (up to `POLL_BATCH`). `consume(n, timeout)` alone waits out
+        the whole timeout unless n records come: at a low rate every record would wait it;
+        without the linger every few records would make a record per internal partition,
+        and each costs the stages about half a millisecond in Faust."""
+        consumer = self._consumer
+        msgs = consumer.consume(1, POLL_TIMEOUT_S)
         if not msgs:
-            return
+            return msgs
+        deadline = time.monotonic() + self.config.linger_s
+        while len(msgs) < POLL_BATCH:
+            left = deadline - time.monotonic()
+            more = consumer.consume(POLL_BATCH - len(msgs), max(left, 0.0))
+            msgs += more
+            if left <= 0 or not more:
+                break
+        return msgs
+
+    def _poll_once(self) -> None:
+        """One poll: route what it read, then write one frame per internal partition —
+        its events and the input progress after them (a partition with no events gets the
+        progress alone, at most every `mark_interval_s`) — wait for their delivery and commit
+        the input offsets. The progress follows, in each partition, every record forwarded
+        from the input it describes, so a stage never reads it before them."""
+        msgs = self._poll()
         to_account: dict[int, list[Item]] = defaultdict(list)
         to_user: dict[int, list[Item]] = defaultdict(list)
         last: dict[int, int] = {}
@@ -306,39 +328,54 @@ class Ingest:
                 mark = SYNTHETIC_DELIVERED if len(deliveries) > 1 else DIRECT
                 to_user[partition_of(uid, n)].append((uid, q, offset, mark, raw))
         self.stats.consumed += consumed
-        self._send(self.config.by_account_topic, to_account)
-        self._send(self.config.by_user_topic, to_user)
-        remaining = self._producer.flush(30)
-        if remaining:
-            raise RuntimeError(f"{remaining} forwarded records not delivered within 30 s")
-        self._check_delivery()
-        topic = self.config.input_topic
-        self._consumer.commit(
-            offsets=[TopicPartition(topic, q, o + 1) for q, o in last.items()], asynchronous=False
-        )
-        self.stats.committed_at = time.time()
         now = time.monotonic()
         for q in last:
             # A poll whose records were all rejected still read the partition (heard from).
             self.progress.observe(q, latest.get(q, NO_TIME), last[q], self._highwater(q), now)
-
-    def _mark(self) -> None:
-        """At most every `mark_interval_s`, the input progress as a mark into every by-account
-        and by-user partition. Called between polls, when everything read so far is forwarded
-        *and delivered*: the mark follows every record it covers, in each partition, so a stage
-        never reads a mark before them."""
-        now = time.monotonic()
-        if now - self._marked_at < self.config.mark_interval_s or not self.stats.assigned:
+        self._write_frames(to_account, to_user, now)
+        if not last:
             return
-        self._marked_at = now
+        remaining = self._producer.flush(30)
+        if remaining:
+            raise RuntimeError(f"{remaining} forwarded records not delivered within 30 s")
         self._check_delivery()
-        # A partition marked behind may have been drained since (or, restored after a restart,
-        # not fetched yet): its fetch's high watermark tells. Busy partitions need no refresh.
-        self.progress.refresh({q: self._highwater(q) for q in self.progress.behind()})
-        value = encode_mark(self.progress.snapshot(now))
-        for part in range(self.partitions):
-            self._produce(self.config.by_account_topic, value, part)
-            self._produce(self.config.by_user_topic, value, part)
+        # Asynchronous: what it covers is delivered, and a commit lost with a crash only means
+        # re-reading (the stages skip what they already have). Its result: `_on_commit`.
+        topic = self.config.input_topic
+        self._consumer.commit(
+            offsets=[TopicPartition(topic, q, o + 1) for q, o in last.items()], asynchronous=True
+        )
+
+    def _write_frames(
+        self, to_account: dict[int, list[Item]], to_user: dict[int, list[Item]], now: float
+    ) -> None:
+        """Every internal partition with events gets them and the input progress; the others
+        get the progress alone once `mark_interval_s` has passed since the last such round
+        (and only once partitions are assigned: a mark of nothing says nothing)."""
+        marking = now - self._marked_at >= self.config.mark_interval_s and bool(self.stats.assigned)
+        if not (marking or to_account or to_user):
+            return
+        self._check_delivery()
+        if marking:
+            self._marked_at = now
+            # A partition marked behind may have been drained since (or, restored after a
+            # restart, not fetched yet): its fetch's high watermark tells. Busy partitions need
+            # no refresh.
+            self.progress.refresh({q: self._highwater(q) for q in self.progress.behind()})
+        times = {DIRECT: self.progress.snapshot(now)} if self.stats.assigned else None
+        for topic, batches in (
+            (self.config.by_account_topic, to_account),
+            (self.config.by_user_topic, to_user),
+        ):
+            for part in range(self.partitions):
+                items = batches.get(part)
+                if items:
+                    pieces = chunks(items, MAX_ITEMS_PER_RECORD)
+                    for piece in pieces[:-1]:
+                        self._produce(topic, encode_frame(piece), part)
+                    self._produce(topic, encode_frame(pieces[-1], times), part)
+                elif marking:
+                    self._produce(topic, encode_frame([], times), part)
         self._producer.poll(0)
 
     def _align(self, now: float) -> None:
@@ -367,6 +404,12 @@ class Ingest:
             self._consumer.resume([TopicPartition(topic, q) for q in resume])
         self.stats.paused = frozenset(ahead)
 
+    def _on_commit(self, err: Any, partitions: list[TopicPartition]) -> None:
+        if err is not None:  # the next commit covers these offsets too
+            log.warning("input offset commit failed (retried with the next): %s", err)
+            return
+        self.stats.committed_at = time.time()
+
     _delivery_error: Any = None
 
     def _check_delivery(self) -> None:
@@ -376,11 +419,6 @@ class Ingest:
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
             self._delivery_error = err
-
-    def _send(self, topic: str, batches: dict[int, list[Item]]) -> None:
-        for part, items in batches.items():
-            for chunk in chunks(items, MAX_ITEMS_PER_RECORD):
-                self._produce(topic, encode_batch(chunk), part)
 
     def _produce(
         self,

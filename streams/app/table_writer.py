@@ -44,13 +44,10 @@ def faust_key_bytes(table: Any, key: str) -> bytes:
 
 
 class TableWriter:
-    def __init__(self, table: Any, sink: Sink, *, seal: bool, produce_at_put: bool = False) -> None:
+    def __init__(self, table: Any, sink: Sink, *, seal: bool) -> None:
         self.table = table  # a faust Table of str -> bytes
         self.sink = sink
         self.seal = seal
-        # True when every put already comes after what its state depends on was delivered
-        # (the account stage): records go out at once, overlapping the rest of the flush.
-        self.produce_at_put = produce_at_put
         # Written by `put`, not yet in the local store: partition -> key bytes -> value.
         self._pending: dict[int, dict[bytes, bytes]] = {}
         # Taken by a commit, awaiting delivery: not yet in the local store either.
@@ -109,14 +106,11 @@ class TableWriter:
 
     def put(self, partition: int, key: str, value: bytes) -> None:
         """Stage a write: `commit` sends it to the changelog (to the same partition, where
-        Faust's recovery looks for it; with `produce_at_put`, now) and only then to the local
-        store. Reads see it at once; the last write of a key before a commit is the only one
-        sent (unless `produce_at_put`)."""
+        Faust's recovery looks for it) and only then to the local store. Reads see it at once;
+        the last write of a key before a commit is the only one sent."""
         raw = self.key_bytes(key)
         self._pending.setdefault(partition, {})[raw] = value
         self._revoked.discard(partition)
-        if self.produce_at_put:
-            self.sink.produce(self.topic, value, raw, partition=partition)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions revoked: drop their uncommitted writes (their records are re-read by the
@@ -151,11 +145,10 @@ class TableWriter:
             return
         parts = set(taking)
         topic = self.topic
-        if not self.produce_at_put:
-            produce = self.sink.produce
-            for part, writes in taking.items():
-                for raw, value in writes.items():
-                    produce(topic, value, raw, partition=part)
+        produce = self.sink.produce
+        for part, writes in taking.items():
+            for raw, value in writes.items():
+                produce(topic, value, raw, partition=part)
         try:
             await self.sink.flush()
             # A rebalance during the flush may have revoked some (`forget`): not ours to write.

@@ -1,15 +1,21 @@
 """Records on the internal topics (`<app>-by-user`, `<app>-by-account`).
 
-A record is a *batch* of routed events, a *mark* of stream time (the ingest stage's input
-progress, written into every by-account and by-user partition, see `streams.app.watermark`;
-marks also give a quiet partition a record to flush on), or a *relayed mark* (the user stage's
-copy of a mark it read, into every by-account partition, naming the by-user partition it came
-through). The stages ignore any other kind (the time ticks of earlier versions, still in a
-topic after an upgrade).
+Every record written is a *frame*: a batch of routed events, then stream time — the progress of
+one or more *paths* (see `streams.app.watermark`): the ingest's input progress (path `DIRECT`,
+written into every by-account and by-user partition, also as a frame without events when a
+partition got none for a while: a quiet partition then still gets a record to flush on), or
+how far a by-user partition's user stage has released (path = that partition; only into
+by-account partitions). The time a frame carries covers its own events, which come first.
 
-Batching is what makes the worker fast: Faust's per-record path costs tens of microseconds, so
-the ingest stage groups the events bound for one partition into one record and the stateful
-agents pay that cost once per batch.
+Earlier versions wrote separate batch, mark and relayed-mark records: still read, so a topic
+written by them is taken over as it is. The stages ignore any other kind (the time ticks of
+older versions). Upgrading: stop every worker of an app id, then start the new version (an
+older worker cannot read frames).
+
+Batching is what makes the worker fast: Faust's per-record path costs about 0.5 ms of the
+event loop (measured: fetch, dispatch, stream, ack), so the ingest stage groups the events
+bound for one partition per poll into one record, with the stream time of that poll, and the
+stateful agents pay that cost once per batch.
 
 Every item names where its event came from — input partition, input offset, and the path it
 took (`DIRECT`, or the by-user partition it went through) — so the account stage can tell an
@@ -24,9 +30,10 @@ import msgspec
 from streams.app.watermark import DIRECT as DIRECT  # re-exported: the path of direct items
 from streams.app.watermark import Progress
 
-BATCH = b"B"
-MARK = b"M"
-RELAY = b"R"
+FRAME = b"F"
+BATCH = b"B"  # earlier versions (read, not written): events only
+MARK = b"M"  # earlier versions: the ingest's progress only
+RELAY = b"R"  # earlier versions: one user stage partition's released progress only
 # On a by-user item: a group call whose synthetic identify the ingest already delivered.
 SYNTHETIC_DELIVERED = -2
 # On a by-user item: the ingest routed nothing of it (no local routing, `--input-key any`):
@@ -51,6 +58,31 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[Item]).decode
 _decode_mark = msgspec.msgpack.Decoder(Progress).decode
 _decode_relay = msgspec.msgpack.Decoder(tuple[int, Progress]).decode
+# Stream time in a frame: path -> progress.
+Times = dict[int, Progress]
+_decode_frame = msgspec.msgpack.Decoder(tuple[list[Item], Times]).decode
+
+
+def encode_frame(items: list[Item], times: Times | None = None) -> bytes:
+    """Events, then the stream time of each path in `times` (none: events only)."""
+    return FRAME + _encode((items, times or {}))
+
+
+def decode(data: bytes) -> tuple[list[Item], Times] | None:
+    """(events, stream time per path) of any record kind written now or before; None for a
+    kind the stages ignore."""
+    kind = data[:1]
+    body = memoryview(data)[1:]
+    if kind == FRAME:
+        return _decode_frame(body)
+    if kind == BATCH:
+        return _decode(body), {}
+    if kind == MARK:
+        return [], {DIRECT: _decode_mark(body)}
+    if kind == RELAY:
+        path, progress = _decode_relay(body)
+        return [], {path: progress}
+    return None
 
 
 def encode_batch(items: list[Item]) -> bytes:

@@ -22,7 +22,7 @@ from confluent_kafka import Producer
 from streams.app.align import Aligned
 from streams.app.ingest import POLL_BATCH, Ingest, IngestStats
 from streams.app.watermark import StreamClock
-from streams.app.wire import BATCH, MARK, decode_batch, decode_mark
+from streams.app.wire import DIRECT, decode
 from streams.broker.embedded import EmbeddedBroker
 from streams.events.codec import decode_event
 from streams.events.order import order_key
@@ -99,14 +99,16 @@ def test_held_events_stay_bounded_while_a_partition_is_far_behind(
             p = m.partition()
             value = m.value()
             a = aligned[p]
-            if value[:1] == BATCH:
-                for _account, q, pos, _path, data in decode_batch(value):
-                    forwarded += 1
-                    ev = decode_event(data)
-                    if not a.due(ev.ts):
-                        a.hold(order_key(ev), (q, pos), entry[p])
-            elif value[:1] == MARK:
-                a.clock.merge(decode_mark(value))
+            frame = decode(value)
+            assert frame is not None
+            items, times = frame
+            for _account, q, pos, _path, data in items:
+                forwarded += 1
+                ev = decode_event(data)
+                if not a.due(ev.ts):
+                    a.hold(order_key(ev), (q, pos), entry[p])
+            if times:
+                a.clock.merge(times[DIRECT])
                 a.release()
             most = max(most, sum(len(x) for x in aligned.values()))
     assert forwarded == total

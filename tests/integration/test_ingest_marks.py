@@ -18,7 +18,7 @@ import orjson
 from confluent_kafka import Producer
 
 from streams.app.ingest import Ingest, IngestConfig, IngestStats, partition_of
-from streams.app.wire import BATCH, MARK, MAX_DELIVERIES, decode_batch, decode_mark
+from streams.app.wire import DIRECT, FRAME, MAX_DELIVERIES, decode
 from streams.broker.embedded import EmbeddedBroker
 from streams.io.kafka_config import producer_config
 from streams.io.read import read_to_end
@@ -126,23 +126,25 @@ def test_every_mark_follows_the_events_it_covers(
     early_marks = 0
     for p in range(N):
         seen: set[tuple[int, int]] = set()
-        marks = 0
+        marks: list[dict[int, tuple[int, int, bool]]] = []
         for value in records[p]:
-            if value[:1] == BATCH:
-                for _account, q, pos, _path, _data in decode_batch(value):
-                    seen.add((q, pos // MAX_DELIVERIES))
-            else:
-                assert value[:1] == MARK
-                marks += 1
-                for q, (_latest, offset, _active) in decode_mark(value).items():
+            frame = decode(value)
+            assert frame is not None and value[:1] == FRAME
+            items, times = frame
+            for _account, q, pos, _path, _data in items:
+                seen.add((q, pos // MAX_DELIVERIES))
+            assert set(times) <= {DIRECT}
+            if times:
+                marks.append(times[DIRECT])
+                for q, (_latest, offset, _active) in times[DIRECT].items():
                     covered = {k for k in routed[p] if k[0] == q and k[1] <= offset}
                     missing = covered - seen
                     assert not missing, f"a mark in partition {p} came before {sorted(missing)}"
                     if offset < last_offset[q]:
                         early_marks += 1
         assert seen == routed[p], f"partition {p} did not get every event routed to it"
-        assert marks > 0
-        final = decode_mark(next(v for v in reversed(records[p]) if v[:1] == MARK))
+        assert marks
+        final = marks[-1]
         assert {q: (o, b) for q, (_, o, b) in final.items()} == {
             q: (last_offset[q], False) for q in range(N)
         }

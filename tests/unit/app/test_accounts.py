@@ -13,7 +13,14 @@ from typing import Any
 import orjson
 
 from streams.app.accounts import AccountStage
-from streams.app.wire import DIRECT, encode_batch, encode_mark, encode_relay, position
+from streams.app.wire import (
+    DIRECT,
+    encode_batch,
+    encode_frame,
+    encode_mark,
+    encode_relay,
+    position,
+)
 from streams.events.codec import encode_event
 from streams.events.parse import event_from_obj
 from streams.events.types import Event, Reject
@@ -45,7 +52,10 @@ class FakeTable:
     def put(self, partition: int, key: str, value: bytes) -> None:
         self.data[(partition, key)] = value
 
-    async def commit(self, partitions: Iterable[int]) -> None:
+    def take(self, partitions: Iterable[int]) -> dict[int, dict[bytes, bytes]]:
+        return {}
+
+    async def commit(self, taken: dict[int, dict[bytes, bytes]]) -> None:
         return None
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -108,8 +118,16 @@ class Stage:
     async def _nothing(self) -> None:
         return None
 
-    def events(self, *objs: dict[str, Any], q: int = 0, path: int = DIRECT) -> None:
-        """A batch of events read from input partition `q` (through `path`)."""
+    def events(
+        self,
+        *objs: dict[str, Any],
+        q: int = 0,
+        path: int = DIRECT,
+        times: dict[int, dict[int, tuple[int, int, bool]]] | None = None,
+        old: bool = False,
+    ) -> None:
+        """A frame of events read from input partition `q` (through `path`), then the stream
+        time `times` (`old`: a batch record of an earlier version)."""
         items = []
         for obj in objs:
             ev = event_from_obj(obj)
@@ -118,11 +136,11 @@ class Stage:
             offset = self.offsets.get(q, 0)
             items.append((ev.account_id, q, position(offset, 0), path, encode_event(ev)))
             self.offsets[q] = offset + 1
-        self._record(encode_batch(items))
+        self._record(encode_batch(items) if old else encode_frame(items, times))
 
-    def mark(self, progress: dict[int, tuple[int, int, bool]]) -> None:
+    def mark(self, progress: dict[int, tuple[int, int, bool]], old: bool = False) -> None:
         """Input progress: partition -> (latest event time, offset, active)."""
-        self._record(encode_mark(progress))
+        self._record(encode_mark(progress) if old else encode_frame([], {DIRECT: progress}))
 
     def _record(self, value: bytes) -> None:
         record = Record(Message(0), value)
@@ -207,9 +225,34 @@ def test_relayed_marks_of_every_path_are_waited_for() -> None:
     s.mark({0: (T0 + 5 * MIN, 2, True)})
     assert s.brief() == []  # the user stage (path 0) has not said how far it is
     s.events(track("Message Sent", T0 + 30 * 1000, account="a", mid="via-users"), path=0)
-    s._record(encode_relay(0, {0: (T0 + MIN, 2, True)}))  # it is at 00:01
+    s._record(encode_frame([], {0: {0: (T0 + MIN, 2, True)}}))  # it is at 00:01
     assert s.stage.held_events() == 1  # the 00:01 message
     assert [t["message_id"] for t in s.sent] == ["via-users"] and not s.late
+
+
+def test_a_frame_applies_its_events_then_its_stream_time() -> None:
+    s = Stage(mark_paths=(DIRECT, 0, 1))
+    s.events(track("Message Sent", T0, account="a"), times={DIRECT: {0: (T0 + MIN, 1, True)}})
+    assert s.stage.held_events() == 1  # the user stage (paths 0, 1) has not reported
+    s.events(
+        track("Message Sent", T0 + 30 * 1000, account="a", mid="via-users"),
+        path=0,
+        times={0: {DIRECT: (T0 + MIN, 0, True)}, 1: {DIRECT: (T0, 0, True)}},
+    )
+    # One frame with the relays of both by-user partitions: W is 00:00 (path 1), so nothing
+    # goes yet; path 1 at 00:02 releases both, in time order.
+    assert s.stage.held_events() == 2 and s.sent == []
+    s._record(encode_frame([], {1: {DIRECT: (T0 + 2 * MIN, 0, True)}}))
+    assert s.stage.held_events() == 0
+    assert [t["message_id"] for t in s.sent][-1:] == ["via-users"]
+
+
+def test_records_of_an_earlier_version_are_read() -> None:
+    s = Stage(mark_paths=(DIRECT, 0))
+    s.events(track("Message Sent", T0, account="a"), old=True)
+    s.mark({0: (T0 + MIN, 1, True)}, old=True)
+    s._record(encode_relay(0, {0: (T0 + MIN, 2, True)}))
+    assert s.stage.held_events() == 0 and s.stage.events_applied == 1
 
 
 def test_records_are_acked_in_order_once_nothing_of_theirs_is_held() -> None:
@@ -248,5 +291,3 @@ def test_a_time_tick_of_an_earlier_version_is_ignored() -> None:
     assert s.brief() == []
     assert s.stage.stream_time() is None
     assert len(s.stage.work[0].align.pending) == 2  # acked once released and flushed
-
-

@@ -135,15 +135,3 @@ def test_take_then_commit_leaves_later_writes_for_the_next_commit(tmp_path: Path
     asyncio.run(writer.commit())
     assert store._db_for_partition(2).get(b'"late"') == b"l"
     assert store.persisted == {2: 1}
-
-
-def test_produce_at_put_sends_at_once_and_commit_does_not_resend(tmp_path: Path) -> None:
-    writer, sink, store = _writer(tmp_path)
-    writer.produce_at_put = True
-    writer.put(0, "a", b"1")
-    assert sink.records == [(TOPIC, b"1", b'"a"', 0)]
-    produced_at_commit: list[object] = []
-    sink.on_flush = lambda: produced_at_commit.extend(sink.records)
-    asyncio.run(writer.commit())
-    assert produced_at_commit == [(TOPIC, b"1", b'"a"', 0)]  # the one from put, no second copy
-    assert store._db_for_partition(0).get(b'"a"') == b"1"
