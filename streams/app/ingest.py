@@ -154,6 +154,7 @@ class Ingest:
         self.partitions = config.partitions
         self._stop = threading.Event()
         self.local: dict[int, dict[str, UserRecord]] = {}  # input partition -> user -> record
+        self._uncommitted: dict[int, int] = {}  # input partition -> last offset forwarded
         conf = consumer_config(
             config.broker,
             config.group,
@@ -186,8 +187,8 @@ class Ingest:
                     after_poll()
         finally:
             try:
-                self._producer.flush(10)
-                self._consumer.close()  # commits nothing new: offsets are committed per batch
+                self._settle(asynchronous=False)
+                self._consumer.close()  # commits nothing new: offsets are committed per poll
             except Exception:  # noqa: BLE001 - best effort on the way out
                 log.exception("closing the ingest consumer")
 
@@ -212,6 +213,7 @@ class Ingest:
         )
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._settle(asynchronous=False)  # what was read so far is ours to commit
         for tp in partitions:
             self.progress.forget(tp.partition)
             self.local.pop(tp.partition, None)
@@ -266,11 +268,12 @@ class Ingest:
         return msgs
 
     def _poll_once(self) -> None:
-        """One poll: route what it read, then write one frame per internal partition —
-        its events and the input progress after them (a partition with no events gets the
-        progress alone, at most every `mark_interval_s`) — wait for their delivery and commit
-        the input offsets. The progress follows, in each partition, every record forwarded
-        from the input it describes, so a stage never reads it before them."""
+        """One poll: route what it read, then write one frame per internal partition — its
+        events and the input progress after them (a partition with no events gets the
+        progress alone, at most every `mark_interval_s`). The progress follows, in each
+        partition, every record forwarded from the input it describes, so a stage never reads
+        it before them; and it is written only once the previous poll's frames are delivered.
+        The input offsets are committed once the frames are delivered."""
         msgs = self._poll()
         to_account: dict[int, list[Item]] = defaultdict(list)
         to_user: dict[int, list[Item]] = defaultdict(list)
@@ -332,19 +335,29 @@ class Ingest:
         for q in last:
             # A poll whose records were all rejected still read the partition (heard from).
             self.progress.observe(q, latest.get(q, NO_TIME), last[q], self._highwater(q), now)
+        # The previous poll's frames were delivered while this one lingered: wait for the rest
+        # of them (so this poll's stream time follows delivered records only) and commit.
+        self._settle()
         self._write_frames(to_account, to_user, now)
-        if not last:
-            return
+        self._uncommitted.update(last)  # committed once delivered: by the next poll's settle
+
+    def _settle(self, asynchronous: bool = True) -> None:
+        """Wait until everything produced so far is delivered, then commit the input offsets
+        it covers. Asynchronous by default: a commit lost with a crash only means re-reading
+        (the stages skip what they already have); its result: `_on_commit`."""
         remaining = self._producer.flush(30)
         if remaining:
             raise RuntimeError(f"{remaining} forwarded records not delivered within 30 s")
         self._check_delivery()
-        # Asynchronous: what it covers is delivered, and a commit lost with a crash only means
-        # re-reading (the stages skip what they already have). Its result: `_on_commit`.
+        if not self._uncommitted:
+            return
         topic = self.config.input_topic
-        self._consumer.commit(
-            offsets=[TopicPartition(topic, q, o + 1) for q, o in last.items()], asynchronous=True
-        )
+        offsets = [TopicPartition(topic, q, o + 1) for q, o in self._uncommitted.items()]
+        self._uncommitted = {}
+        if asynchronous:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        else:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
 
     def _write_frames(
         self, to_account: dict[int, list[Item]], to_user: dict[int, list[Item]], now: float
