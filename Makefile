@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml requirements-tools.txt tests/deploy/requirements-checko
 venv: $(STAMP)
 
 # Debian tools the tests call for real (promtool from `prometheus`); installed only if missing.
-tools:
+# Then the real Kafka broker's jars (Maven Central, cached in ~/.cache/pql-streams and ~/.m2).
+tools: venv
 	scripts/ensure-debian-tools.sh
+	$(BIN)/python -m streams.broker.kafka
 
 test: venv tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -29,7 +31,7 @@ test: venv tools
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: venv
+test-integration: venv tools
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 demo: venv

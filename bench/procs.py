@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from streams.broker.child import start_watchdog, stop_watchdog
+
 ROOT = Path(__file__).resolve().parents[1]
-WATCHDOG = ROOT / "streams" / "broker" / "watchdog.py"
 RESULTS = ROOT / "bench" / "results"
 STOP_GRACE_S = 20.0
 
@@ -119,14 +120,8 @@ class Worker:
                     _killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
             _killpg(proc.pid, signal.SIGKILL)  # anything left in its group
-        wd = self._watchdog
-        if wd is not None:
-            with contextlib.suppress(ProcessLookupError):
-                wd.kill()
-            wd.wait()
-            if wd.stdin is not None:
-                with contextlib.suppress(OSError):
-                    wd.stdin.close()
+        if self._watchdog is not None:
+            stop_watchdog(self._watchdog)
             self._watchdog = None
         with contextlib.suppress(ValueError):
             _LIVE.remove(self)
@@ -135,13 +130,8 @@ class Worker:
 
 def guard(pid: int) -> subprocess.Popen[bytes]:
     """The watchdog (its own session) that kills `pid`'s process group when this process goes
-    away, even by SIGKILL; stop it by closing its stdin."""
-    return subprocess.Popen(
-        [sys.executable, str(WATCHDOG), str(pid)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    away, even by SIGKILL."""
+    return start_watchdog(pid)
 
 
 def _terminate(signum: int, _frame: Any) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from streams.broker.embedded import EmbeddedBroker
+from streams.broker.kafka import KafkaBroker
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -31,6 +32,18 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield embedded
     finally:
         embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    """A started Apache Kafka broker (single-node KRaft, topic auto-creation off; its jars are
+    fetched from Maven Central once); use `kafka_broker.bootstrap`."""
+    kafka = KafkaBroker()
+    kafka.start()
+    try:
+        yield kafka
+    finally:
+        kafka.cleanup()
 
 
 @pytest.fixture()

@@ -1,5 +1,5 @@
 """The embedded broker: starts, answers, stops without leaving a process, survives port reuse,
-and is detected as embedded. Also `pql broker` end to end."""
+and is detected as embedded. Also `pql broker` end to end, and the watchdog of both brokers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from streams.broker.detect import TANSU_CLUSTER_ID, cluster_id, is_embedded_broker
 from streams.broker.embedded import EmbeddedBroker, free_port
@@ -91,15 +91,15 @@ def test_start_failure_reports_broker_output() -> None:
     assert not b.is_running()
 
 
-def test_watchdog_kills_broker_when_owner_is_killed() -> None:
-    """A process that starts a broker and is SIGKILLed (no atexit) leaves no broker behind."""
-    code = (
-        "import sys, time\n"
-        "from streams.broker.embedded import EmbeddedBroker\n"
-        "b = EmbeddedBroker().start()\n"
-        "print(b.pid, flush=True)\n"
-        "time.sleep(600)\n"
-    )
+@pytest.mark.parametrize("kind", ["embedded", "kafka"])
+def test_watchdog_kills_broker_when_owner_is_killed(kind: str) -> None:
+    """A process that starts a broker (Tansu, or Kafka's JVM) and is SIGKILLed (no atexit)
+    leaves no broker behind."""
+    start = {
+        "embedded": "from streams.broker.embedded import EmbeddedBroker as B\n",
+        "kafka": "from streams.broker.kafka import KafkaBroker as B\n",
+    }[kind]
+    code = f"import sys, time\n{start}b = B().start()\nprint(b.pid, flush=True)\ntime.sleep(600)\n"
     owner = subprocess.Popen(
         [sys.executable, "-c", code],
         stdout=subprocess.PIPE,
@@ -112,7 +112,7 @@ def test_watchdog_kills_broker_when_owner_is_killed() -> None:
         assert _alive(pid)
         owner.kill()
         owner.wait()
-        deadline = time.monotonic() + 25
+        deadline = time.monotonic() + 40
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not _alive(pid)
@@ -122,28 +122,39 @@ def test_watchdog_kills_broker_when_owner_is_killed() -> None:
             owner.wait()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_pql_broker_cli_runs_and_stops_on_signal(sig: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("kind", "sig"),
+    [("embedded", signal.SIGTERM), ("embedded", signal.SIGINT), ("kafka", signal.SIGTERM)],
+)
+def test_pql_broker_cli_runs_and_stops_on_signal(kind: str, sig: signal.Signals) -> None:
     port = free_port()
+    flags = ["--kafka"] if kind == "kafka" else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "broker", "--port", str(port)],
+        [sys.executable, "-m", "streams.cli", "broker", "--port", str(port), *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
     )
+    data_dir: Path | None = None
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        assert f"127.0.0.1:{port}" in first
+        assert f"127.0.0.1:{port}" in first, first
+        if kind == "kafka":  # "Apache Kafka 4.x (KRaft, data in DIR) listening on ..."
+            assert "Apache Kafka" in first
+            data_dir = Path(first.split("data in ", 1)[1].split(")", 1)[0])
+            assert data_dir.exists()
         assert "pql worker --broker" in proc.stdout.readline()
-        assert is_embedded_broker(f"127.0.0.1:{port}")
+        assert is_embedded_broker(f"127.0.0.1:{port}") == (kind == "embedded")
         proc.send_signal(sig)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=60) == 0
         assert proc.stderr is not None
         assert "broker stopped" in proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert is_embedded_broker(f"127.0.0.1:{port}", timeout=1) is False
+    with pytest.raises(KafkaException):  # nothing answers there any more
+        cluster_id(f"127.0.0.1:{port}", timeout=1)
+    assert data_dir is None or not data_dir.exists()  # Kafka's data went with it
