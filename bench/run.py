@@ -33,6 +33,7 @@ from bench.procs import ROOT, BenchError, Worker, run_main, stop_all
 from bench.workload import events_file
 from streams.app.settings import EMBEDDED_FETCH_WAIT_MS
 from streams.broker.embedded import EmbeddedBroker, free_port
+from streams.events.timestamps import iso_to_epoch_ms
 from streams.io.kafka_config import consumer_config, producer_config
 from streams.io.lag import consumer_group_lag
 from streams.io.produce import EventKeyer, first_groups, produce_file, read_lines
@@ -80,6 +81,10 @@ class Bench:
         self.bootstrap = broker.bootstrap
         self.workdir = workdir
         self.run_id = uuid.uuid4().hex[:6]
+        self.worker_args: list[str] = []  # appended to every worker's arguments
+        # When a dict: message_id -> (occurred_at, detected_at) of each transition the latency
+        # phase matched (`bench.hops` follows them through the internal topics).
+        self.trace: dict[str, tuple[float, float]] | None = None
 
     def worker(
         self, name: str, app_id: str, topics: tuple[str, str, str], data_dir: Path
@@ -89,7 +94,7 @@ class Bench:
         args += ["--input-topic", topics[0], "--output-topic", topics[1], "--dlq-topic", topics[2]]
         args += ["--data-dir", str(data_dir), "--web-port", str(port), "--web-host", "127.0.0.1"]
         args += ["--app-id", app_id, "--partitions", str(PARTITIONS), "--session-timeout", "6"]
-        args += ["--log-level", "warning"]
+        args += ["--log-level", "warning", *self.worker_args]
         return Worker(name, args, port, self.workdir / f"{name}.log")
 
     # 1. sustained throughput ------------------------------------------------------------------
@@ -317,7 +322,9 @@ class Bench:
             seen: dict[str, float] = {}
             stop = threading.Event()
             reader = threading.Thread(
-                target=_collect, args=(self.bootstrap, topics[1], seen, stop), daemon=True
+                target=_collect,
+                args=(self.bootstrap, topics[1], seen, stop, self.trace),
+                daemon=True,
             )
             reader.start()
             time.sleep(1.0)  # the reader is assigned (assign(), no group join)
@@ -427,6 +434,11 @@ def histogram_quantile(m: dict[str, float], name: str, q: float) -> float | None
     return next(le for le, count in buckets if count >= want)
 
 
+def _epoch(iso: str) -> float:
+    ms = iso_to_epoch_ms(iso)
+    return ms / 1000 if ms is not None else float("nan")
+
+
 def _iso(wall: float) -> str:
     ms = int(wall * 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
@@ -468,7 +480,13 @@ def _user_key(line: bytes) -> str | None:
     return key if isinstance(key, str) else None
 
 
-def _collect(bootstrap: str, topic: str, seen: dict[str, float], stop: threading.Event) -> None:
+def _collect(
+    bootstrap: str,
+    topic: str,
+    seen: dict[str, float],
+    stop: threading.Event,
+    trace: dict[str, tuple[float, float]] | None = None,
+) -> None:
     # The embedded broker answers a multi-partition fetch only after the full wait: a short
     # one, so the reader does not add up to librdkafka's default 500 ms to what it measures.
     c = Consumer(consumer_config(bootstrap, None, fetch_wait_ms=EMBEDDED_FETCH_WAIT_MS))
@@ -484,9 +502,12 @@ def _collect(bootstrap: str, topic: str, seen: dict[str, float], stop: threading
                 if m.error() is not None:
                     continue
                 now = time.time()
-                mid = orjson.loads(m.value()).get("message_id")
+                t = orjson.loads(m.value())
+                mid = t.get("message_id")
                 if mid and mid not in seen:  # first delivery counts
                     seen[mid] = now
+                    if trace is not None:
+                        trace[mid] = (_epoch(t["occurred_at"]), _epoch(t["detected_at"]))
     finally:
         c.close()
 
