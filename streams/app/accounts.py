@@ -1,28 +1,22 @@
-"""The account stage: scores batches of events against per-account state kept in a RocksDB-backed
-Faust table, with write-behind batching and at-least-once delivery.
+"""The account stage: scores frames of events against per-account state kept in a
+RocksDB-backed Faust table, with write-behind batching and at-least-once delivery.
 
-Per by-account partition:
+- Decoded states live in an in-memory cache; an event updates its cached state and marks the
+  account dirty (no table write per event).
+- Every `flush_interval_s` or `flush_max_events` (checked on every record, so a quiet partition
+  is flushed too) the dirty states are encoded and staged at once (a consistent cut); then, in
+  the background while the agent goes on, every transition sent so far is delivered, then each
+  dirty account's one changelog record, and only then are the records the cut covers acked so
+  Faust may commit them (`flush`). One such commit is in flight at a time.
+- Stream time comes in band, after the events of each frame (`streams.app.wire`: the ingest's
+  progress and the user stage's relays) and feeds the partition's `StreamClock`; events are held
+  until stream time passes them, then applied in canonical event-time order (`streams.app.align`),
+  and quiet accounts are advanced to it.
+- Every state carries, per (input partition, path), the highest position applied to it, so an
+  event re-sent or re-read after a crash is skipped if the restored state holds it and applied
+  otherwise: never counted twice, never lost; its transitions are re-emitted with the same ids.
 
-- decoded states live in an in-memory cache; each event updates the cached state and marks the
-  account dirty — no table write per event;
-- every `flush_interval_s` or `flush_max_events` (checked on every record, marks included,
-  so a quiet partition is flushed too) the partition is flushed *inside the iteration of one of
-  its own records*: wait until every transition sent so far is delivered, write each dirty
-  account once to the table (one changelog record per account per flush, not per event), wait
-  for those, and only then ack the partition's events so Faust may commit their offsets;
-- stream time comes in band: each mark record (`streams.app.wire`: the ingest's direct marks and
-  the user stage's relayed ones) feeds the partition's `StreamClock`; events are held until
-  stream time passes them and then applied in canonical event-time order (`streams.app.align`),
-  and quiet accounts are advanced to it; a mark follows every record forwarded from the input it
-  describes, so it never overtakes an account's own events;
-- every state carries, per (input partition, path), the highest position applied to it
-  (`streams/app/wire.py`), so an event a stage re-sends or re-reads after a crash is skipped if
-  the restored state already holds it and applied otherwise — state never counts an event twice
-  and never loses one; transitions of a re-processed event are re-emitted with the same
-  `transition_id`.
-
-What a crash costs: the records since the last commit are read again (at most a flush interval
-plus Faust's commit interval); nothing is lost, duplicated transitions carry the same ids.
+A crash costs re-reading the records since the last commit.
 """
 
 from __future__ import annotations
@@ -37,9 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from streams.app.align import Aligned, Entry
+from streams.app.dlq import event_json
+from streams.app.ingest.config import partition_of
 from streams.app.table_writer import TableWriter
 from streams.app.watermark import DIRECT, StreamClock
 from streams.app.wire import decode
@@ -361,20 +356,17 @@ class AccountStage:
         self.table.forget(partitions)
         self._generation += 1  # a load of the timers under way is now stale
         if partitions:
-            self.cache = {
-                a: s for a, s in self.cache.items() if self.partition_of(a) not in partitions
+            n = self.partitions
+            gone = {
+                a
+                for a in self.cache.keys() | self.last_seen.keys() | self.state_sizes.keys()
+                if partition_of(a, n) in partitions
             }
-            self.last_seen = {
-                a: t for a, t in self.last_seen.items() if self.partition_of(a) not in partitions
-            }
-            self.state_sizes = {
-                a: n for a, n in self.state_sizes.items() if self.partition_of(a) not in partitions
-            }
+            for table in (self.cache, self.last_seen, self.state_sizes):
+                for account in gone & table.keys():
+                    del table[account]
             self.state_bytes = sum(self.state_sizes.values())
         self._timers_loaded = False
-
-    def partition_of(self, account: str) -> int:
-        return (murmur2(account.encode()) & 0x7FFFFFFF) % self.partitions
 
     async def _load_timers(self) -> None:
         """After an assignment: index every restored account's next expiry by partition.
@@ -406,25 +398,3 @@ class AccountStage:
                 n += 1
         self.state_bytes = sum(self.state_sizes.values())
         log.info("indexed window expiries of %d restored accounts", n)
-
-
-def event_json(ev: Event) -> bytes:
-    """A too-late event as Segment-spec JSON for the dead-letter topic (the original bytes stay
-    at the ingest stage; this carries every field the worker read)."""
-    from streams.scoring.transitions import iso_ms
-
-    body: dict[str, Any] = {
-        "type": ev.type.value,
-        "messageId": ev.message_id,
-        "timestamp": iso_ms(ev.ts),
-        "userId": ev.user_id,
-    }
-    if ev.event is not None:
-        body["event"] = ev.event
-    if ev.properties:
-        body["properties"] = ev.properties
-    if ev.traits:
-        body["traits"] = ev.traits
-    if ev.account_id:
-        body["context"] = {"groupId": ev.account_id}
-    return orjson.dumps(body)

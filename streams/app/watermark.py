@@ -9,17 +9,18 @@ W after that timeout. When every partition is idle, W is the largest event time 
 everything held may go. An assigned partition nothing was read from yet holds W at "no time"
 (`NO_TIME`) until it delivers or turns idle. W only moves forward.
 
-It travels *in band*. The ingest tracks each input partition's progress (`InputProgress`) and,
-after what it read is delivered, writes it as a *mark* record into every by-account and by-user
-partition (`streams.app.wire`). The user stage, which holds events too, relays after each mark
-it reads, once it forwarded what the mark released, how far it has released
-(`released_progress`) into every by-account partition. The account stage keeps one `StreamClock` per
-by-account partition, fed only by the marks it reads there: direct marks (path `DIRECT`) cover
-the events the ingest sent straight to the account, relayed ones (path = the by-user partition)
-the events routed through the user stage. A mark follows, in its partition, every record
-forwarded from the input it describes, so stream time never overtakes an event still in flight
-between the stages, however far behind a stage is reading, across restarts and with several
-workers (every ingest marks every partition).
+It travels *in band*. The ingest tracks each input partition's progress (`InputProgress`) and
+writes it, after each poll, at the end of the frame of events it writes into each internal
+partition (alone, every 50 ms, into a partition that got no events; `streams.app.wire`), once
+the previous poll's frames are delivered. The user stage, which holds events too, relays how far
+it has released (`released_progress`) into every by-account partition, after the forwards that
+release made (coalesced: one frame per by-account partition for all its partitions). The
+account stage keeps one `StreamClock` per by-account partition, fed only by the frames it reads
+there: the ingest's progress (path `DIRECT`) covers the events the ingest sent straight to the
+account, a relay (path = the by-user partition) the events routed through the user stage.
+Stream time follows, in its partition, every record forwarded from the input it describes, so it
+never overtakes an event still in flight between the stages, however far behind a stage is
+reading, across restarts and with several workers (every ingest writes into every partition).
 
 Events are held until W passes them and then applied in canonical order
 (`streams.events.order`), which is exactly the time-sorted history's order.
@@ -160,9 +161,7 @@ class StreamClock:
         # the newest one at least `idle_hold_s` old.
         self._history: deque[tuple[float, int, bool]] = deque()
 
-    def merge(
-        self, progress: Progress, path: int = DIRECT, now: float | None = None
-    ) -> int | None:
+    def merge(self, progress: Progress, path: int = DIRECT, now: float | None = None) -> int | None:
         """Take a mark's progress; return the (possibly advanced) stream time."""
         store = self._progress
         for q, entry in progress.items():

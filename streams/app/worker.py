@@ -28,9 +28,10 @@ import faust
 from faust.types import TP
 
 from streams.app.accounts import AccountStage
+from streams.app.dlq import dlq_headers
 from streams.app.faust_transport import install as install_transport
 from streams.app.ingest import IngestConfig
-from streams.app.ingest_process import IngestProcess
+from streams.app.ingest.process import IngestProcess
 from streams.app.restore import Restorer, RestoringTable
 from streams.app.settings import Settings
 from streams.app.sink import Sink
@@ -285,12 +286,7 @@ class Pipeline:
         await self._flush_sink()
 
     async def _send_dlq(self, raw: bytes, key: Any, reject: Reject, stage: str) -> None:
-        headers = {
-            "pql-reason": reject.reason.value.encode(),
-            "pql-detail": reject.detail.encode(),
-            "pql-field": (reject.field or "").encode(),
-            "pql-stage": stage.encode(),
-        }
+        headers = dict(dlq_headers(reject, stage))
         self.sink.produce(self.settings.dlq_topic, raw, key, headers=headers)
         self.metrics.events_rejected_total.labels(reject.reason.value).inc()
         self.metrics.dlq_produced_total.labels(reject.reason.value).inc()

@@ -34,10 +34,11 @@ def broker() -> Iterator[EmbeddedBroker]:
         embedded.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kafka_broker() -> Iterator[KafkaBroker]:
     """A started Apache Kafka broker (single-node KRaft, topic auto-creation off; its jars are
-    fetched from Maven Central once); use `kafka_broker.bootstrap`."""
+    fetched from Maven Central once); use `kafka_broker.bootstrap`. Per module: an idle JVM
+    would otherwise sit beside every later test."""
     kafka = KafkaBroker()
     kafka.start()
     try:

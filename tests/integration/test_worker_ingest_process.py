@@ -1,4 +1,4 @@
-"""The ingest stage runs in a child process of the worker (`streams.app.ingest_process`): it goes
+"""The ingest stage runs in a child process of the worker (`streams.app.ingest.process`): it goes
 away with the worker however the worker ends, and the worker does not run on without it."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _start(pool: Workers, name: str) -> tuple[WorkerProc, int]:
     w = pool.start(MODEL, names)
     assert w.proc is not None
     pid = w.proc.pid
-    kids = [k for k in _children(pid) if "streams.app.ingest_process" in _cmdline(k)]
+    kids = [k for k in _children(pid) if "streams.app.ingest.process" in _cmdline(k)]
     assert len(kids) == 1, f"expected one ingest process under worker {pid}, found {kids}"
     return w, kids[0]
 

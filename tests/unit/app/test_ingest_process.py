@@ -6,7 +6,7 @@ from __future__ import annotations
 import pickle
 
 from streams.app.ingest import IngestConfig, IngestStats
-from streams.app.ingest_process import IngestProcess, Report
+from streams.app.ingest.process import IngestProcess, Report
 from streams.app.watermark import NO_TIME
 from streams.metrics import Metrics
 

@@ -38,7 +38,8 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-from streams.app.ingest import Ingest, IngestConfig, IngestStats
+from streams.app.ingest.config import IngestConfig, IngestStats
+from streams.app.ingest.stage import Ingest
 from streams.app.watermark import NO_TIME, Progress
 from streams.metrics import Metrics
 
@@ -85,7 +86,7 @@ class IngestProcess:
         # a fork would copy mid-flight; not multiprocessing's spawn, which adds a resource
         # tracker process): the config goes in on stdin, reports come back on a pipe.
         receive, send = os.pipe()
-        cmd = [sys.executable, "-m", "streams.app.ingest_process"]
+        cmd = [sys.executable, "-m", "streams.app.ingest.process"]
         cmd += [str(send), str(os.getpid()), self.log_level]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(send,))
         os.close(send)  # the child holds the only writing end: EOF here means it is gone
@@ -275,7 +276,7 @@ def child_main(config: IngestConfig, conn: Connection, parent_pid: int, log_leve
 
 
 def main(argv: list[str]) -> None:
-    """`python -m streams.app.ingest_process REPORT_FD PARENT_PID LOG_LEVEL`, the pickled
+    """`python -m streams.app.ingest.process REPORT_FD PARENT_PID LOG_LEVEL`, the pickled
     `IngestConfig` on stdin (what `IngestProcess.start` runs)."""
     fd, parent_pid, log_level = int(argv[0]), int(argv[1]), argv[2]
     config = pickle.load(sys.stdin.buffer)
@@ -285,8 +286,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    # Through the module's own name: reports must pickle as streams.app.ingest_process.Report,
+    # Through the module's own name: reports must pickle as streams.app.ingest.process.Report,
     # not __main__.Report, for the worker to read them.
-    from streams.app.ingest_process import main as _main
+    from streams.app.ingest.process import main as _main
 
     _main(sys.argv[1:])

@@ -1,43 +1,37 @@
 """The ingest stage: reads the input topic with confluent-kafka (librdkafka) in its own process
-(`streams.app.ingest_process`, so parsing and routing do not share the worker's GIL), parses
-and routes each event, and forwards them to the internal topics in *batches* — one record per
-destination partition per poll — so the Faust agents pay their per-record cost once per batch
-instead of once per event (Faust's per-record path tops out near 15k records/s here).
+(`streams.app.ingest.process`, so parsing and routing do not share the worker's GIL), parses
+and routes each event, and forwards them to the internal topics in *frames* — one record per
+destination partition per poll — so the Faust agents pay their per-record cost (~0.5 ms of event
+loop) once per frame instead of once per event.
 
 At-least-once: input offsets are committed only after every record produced from them is
-delivered (`producer.flush()`), so a crash re-reads and re-forwards; the account stage drops what
+delivered, so a crash re-reads and re-forwards; the account stage drops what
 it already applied (`streams/app/wire.py`). The consumer group is the app id (`pql lag --group
 pql-<model>` shows the input lag); the Faust agents use `<app id>-state`.
 
-Stream time goes in band: after a poll (at most every `mark_interval_s`) the stage writes its
-input progress as a mark into every by-account and by-user partition, after everything it read
-is delivered (`streams.app.watermark`). Watermark alignment: an input partition whose event time
+Stream time goes in band: each poll's frames end with the input progress after it (a partition
+without events gets it alone, every `mark_interval_s`), written once the previous poll's frames
+are delivered (`streams.app.watermark`). Watermark alignment: an input partition whose event time
 runs more than `max_drift_ms` ahead of the slowest active one is paused until the others catch
 up, so the stages, which hold events until stream time passes them, hold a bounded amount.
 
-Local routing state (`streams.events.routing.route_local`: who joined which group, the user
-traits the model reads) is kept per input partition and made durable in the compacted topic
-`<app id>-ingest-users` (same partition as the input record, value = input offset + record).
-After an assignment it is restored only from records written for offsets *before* the
-committed one, so re-read input is routed exactly as it was the first time, and the account
-stage's per-path de-duplication stays sound. (One rare edge remains on a compacting Kafka: a
-user's record rewritten by not-yet-committed input, after compaction removed the previous
-version, restores as unknown; that user's next events then take the user stage.)
+Local routing state (`--input-key user`; `streams.events.routing.route_local`: who joined which
+group, the user traits the model reads) is kept per input partition and made durable, and
+restored so re-read input is routed exactly as the first time (`streams.app.ingest.local`).
+(One rare edge remains on a compacting Kafka: a user's record rewritten by not-yet-committed
+input, after compaction removed the previous version, restores as unknown; that user's next
+events then take the user stage.)
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-import msgspec
-from aiokafka.partitioner import murmur2
 from confluent_kafka import (
     Consumer,
     KafkaError,
@@ -47,7 +41,16 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from streams.app.settings import Settings
+from streams.app.dlq import dlq_headers
+from streams.app.ingest.config import (
+    MAX_ITEMS_PER_RECORD,
+    POLL_BATCH,
+    POLL_TIMEOUT_S,
+    IngestConfig,
+    IngestStats,
+    partition_of,
+)
+from streams.app.ingest.local import encode_local, restore_local
 from streams.app.watermark import NO_TIME, InputProgress
 from streams.app.wire import (
     DIRECT,
@@ -68,87 +71,12 @@ from streams.io.read import read_partition
 
 log = logging.getLogger("streams.ingest")
 
-MAX_ITEMS_PER_RECORD = 500  # keeps records well under Kafka's 1 MB default message limit
-POLL_BATCH = 5_000
-POLL_TIMEOUT_S = 0.05  # longest wait for a first record (then marks and alignment run)
-
-
-@functools.lru_cache(maxsize=1 << 18)
-def partition_of(key: str, partitions: int) -> int:
-    """Kafka's default (Java, aiokafka) partitioner: what Faust's table partitions follow.
-    Cached: aiokafka's murmur2 is pure Python (~4 µs), and hot accounts repeat."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    """What the ingest stage needs of the worker's settings (picklable: it is handed to the
-    ingest process; `Settings` holds the compiled model, which is not)."""
-
-    broker: str
-    security: dict[str, str] | None
-    group: str  # the consumer group: the app id
-    instance_id: str | None
-    session_timeout_ms: int
-    fetch_wait_ms: int | None
-    partitions: int  # of the internal topics
-    input_topic: str
-    dlq_topic: str
-    by_account_topic: str
-    by_user_topic: str
-    users_topic: str  # the ingest stage's local routing state
-    trait_keys: frozenset[str]  # user traits the model reads
-    mark_interval_s: float = 0.05  # a partition without events gets the progress this often
-    linger_s: float = 0.02  # a poll waits this long after its first record for more
-    # Route locally (per input partition) the users whose calls it carried: only exact when
-    # each user's calls are in one input partition (`--input-key user`).
-    local_routing: bool = False
-    idle_s: float = 3.0  # an input partition quiet this long stops holding stream time
-    max_drift_ms: int = 600_000  # pause an input partition this far ahead of the slowest
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, trait_keys: frozenset[str], embedded: bool
-    ) -> IngestConfig:
-        return cls(
-            broker=settings.broker,
-            security=settings.security or None,
-            group=settings.resolved_app_id,
-            instance_id=settings.instance_id,
-            session_timeout_ms=int(settings.session_timeout_s * 1000),
-            fetch_wait_ms=settings.fetch_wait(embedded),
-            partitions=settings.partitions,
-            input_topic=settings.input_topic,
-            dlq_topic=settings.dlq_topic,
-            by_account_topic=settings.by_account_topic,
-            by_user_topic=settings.by_user_topic,
-            users_topic=settings.ingest_users_topic,
-            trait_keys=trait_keys,
-            mark_interval_s=settings.mark_interval_s,
-            local_routing=settings.input_key == "user",
-            idle_s=settings.idle_timeout_s,
-            max_drift_ms=settings.max_drift_ms,
-        )
-
-
-@dataclass
-class IngestStats:
-    """What the ingest stage has done, cumulative (so the latest copy supersedes any earlier
-    one): the worker turns it into its metrics."""
-
-    consumed: int = 0  # input records read
-    rejected: dict[str, int] = field(default_factory=dict)  # by reason; each one dead-lettered
-    committed_at: float = 0.0  # Unix time of the last input offset commit
-    assigned: frozenset[int] = frozenset()  # input partitions read
-    adjusted: dict[str, int] = field(default_factory=dict)  # timestamps of wrong clocks, by how
-    paused: frozenset[int] = frozenset()  # input partitions paused for running ahead
-
 
 class Ingest:
     def __init__(self, config: IngestConfig, stats: IngestStats) -> None:
         self.config = config
         self.stats = stats
-        self.progress = InputProgress(config.idle_s)  # what the marks carry
+        self.progress = InputProgress(config.idle_s)  # the stream time the frames carry
         self._marked_at = 0.0
         self.trait_keys = config.trait_keys
         self.partitions = config.partitions
@@ -226,16 +154,7 @@ class Ingest:
         return read_partition(self.config.broker, topic, partition, start, self.config.security)
 
     def _restore_local(self, q: int, committed: int) -> dict[str, UserRecord]:
-        users: dict[str, UserRecord] = {}
-        for m in self._read_partition(self.config.users_topic, q, 0):
-            value = m.value()
-            if not value:
-                continue
-            offset, record = _decode_local(value)
-            if offset < committed:  # written for input this partition has committed
-                # Every record of the users topic is produced with its user id as key.
-                users[cast(bytes, m.key()).decode()] = UserRecord.from_bytes(record)
-        return users
+        return restore_local(self._read_partition(self.config.users_topic, q, 0), committed)
 
     def _restore_stream_time(self, q: int, committed: int, now: float) -> None:
         """Stream time survives a restart: the event time of the last committed record."""
@@ -322,7 +241,7 @@ class Ingest:
             deliveries, forward, record = route_local(ev, users.get(uid), trait_keys)
             if record is not None:
                 users[uid] = record
-                value = _encode_local((offset, record.to_bytes()))
+                value = encode_local(offset, record)
                 self._produce(users_topic, value, q, key=uid.encode())
             for k, (account, delivered) in enumerate(deliveries):
                 item = (account, q, position(offset, k), DIRECT, encode_event(delivered))
@@ -454,13 +373,7 @@ class Ingest:
                 self._producer.poll(0.1)
 
     def _dead_letter(self, raw: bytes, key: bytes | None, reject: Reject) -> None:
-        headers = [
-            ("pql-reason", reject.reason.value.encode()),
-            ("pql-detail", reject.detail.encode()),
-            ("pql-field", (reject.field or "").encode()),
-            ("pql-stage", b"ingest"),
-        ]
-        self._produce(self.config.dlq_topic, raw, key=key, headers=headers)
+        self._produce(self.config.dlq_topic, raw, key=key, headers=dlq_headers(reject, "ingest"))
         reason = reject.reason.value
         self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
 
@@ -474,7 +387,3 @@ class Ingest:
         except Exception:  # noqa: BLE001 - unknown yet
             return None
         return high if high >= 0 else None
-
-
-_encode_local = msgspec.msgpack.Encoder().encode
-_decode_local = msgspec.msgpack.Decoder(tuple[int, bytes]).decode
