@@ -31,16 +31,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from streams.app.align import Aligned, Entry
-from streams.app.ingest import MAX_ITEMS_PER_RECORD, partition_of
+from streams.app.ingest import partition_of
 from streams.app.watermark import StreamClock, released_progress
 from streams.app.wire import (
     SYNTHETIC_DELIVERED,
     UNDELIVERED,
     Item,
     Times,
-    chunks,
     decode,
-    encode_frame,
+    frames,
     position,
 )
 from streams.events.codec import encode_event
@@ -143,14 +142,8 @@ class UserStage:
         out, times = self._out, self._relays
         self._out, self._relays = {}, {}
         for part in range(self.partitions):
-            items = out.get(part)
-            if items:
-                pieces = chunks(items, MAX_ITEMS_PER_RECORD)
-                for piece in pieces[:-1]:
-                    self.send(part, encode_frame(piece))
-                self.send(part, encode_frame(pieces[-1], times))
-            elif times:
-                self.send(part, encode_frame([], times))
+            for value in frames(out.get(part), times):
+                self.send(part, value)
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked: their held events, and the deliveries routed from them not sent

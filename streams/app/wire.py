@@ -116,6 +116,16 @@ def decode_relay(data: bytes) -> tuple[int, Progress]:
     return _decode_relay(memoryview(data)[1:])
 
 
-def chunks(items: list[Item], max_items: int) -> list[list[Item]]:
-    """Split so no record grows past the broker's message size limit."""
-    return [items[i : i + max_items] for i in range(0, len(items), max_items)]
+MAX_ITEMS_PER_RECORD = 500  # keeps records well under Kafka's 1 MB default message limit
+
+
+def frames(items: list[Item] | None, times: Times | None) -> list[bytes]:
+    """The records that carry `items` into one partition, then `times`: split so no record
+    grows past the broker's message size limit, the time on the last; the time alone when there
+    are no items; nothing when there is neither."""
+    if not items:
+        return [encode_frame([], times)] if times else []
+    pieces = [
+        items[i : i + MAX_ITEMS_PER_RECORD] for i in range(0, len(items), MAX_ITEMS_PER_RECORD)
+    ]
+    return [encode_frame(piece) for piece in pieces[:-1]] + [encode_frame(pieces[-1], times)]

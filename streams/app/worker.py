@@ -1,16 +1,17 @@
 """The worker: a confluent-kafka ingest stage in a child process, then two Faust agents over
-batches.
+frames.
 
     input topic ─ingest (process)──┬─────────────────────────► <app>-by-account ──accounts──► out
-    (any keying)   parse, route,   │ events naming no account,    (batches keyed by   │       topic
-        │ bad      batch per       │ group calls, identifies      account partition)  │
+    (any keying)   parse, route,   │ events naming no account,    (frames keyed by    │       topic
+        │ bad      a frame per     │ group calls, identifies      account partition)  │
         ▼ input    partition       └──► <app>-by-user ──users──────────┘              ▼
      DLQ topic                          (table: membership,               table: account state
                                          user traits)                     (one value/account)
 
 Routing rules are `streams.events.routing` (shared with `pql backtest`); scoring is
 `streams.scoring` via `streams.app.accounts.AccountStage`. Records on the internal topics are
-batches (`streams.app.wire`), so Faust's per-record cost is paid per batch, not per event. Every
+frames (`streams.app.wire`: events, then stream time), so Faust's per-record cost is paid per
+frame, not per event; the stages write them through librdkafka (`streams.app.sink`). Every
 agent runs with concurrency 1 (faust #606) and acks a record only after what it produced is
 delivered (at-least-once); the account stage drops events it already applied.
 """

@@ -9,7 +9,6 @@ parses and routes each event, and writes frames into the internal topics.
 """
 
 from streams.app.ingest.config import (
-    MAX_ITEMS_PER_RECORD,
     POLL_BATCH,
     IngestConfig,
     IngestStats,
@@ -18,7 +17,6 @@ from streams.app.ingest.config import (
 from streams.app.ingest.stage import Ingest
 
 __all__ = [
-    "MAX_ITEMS_PER_RECORD",
     "POLL_BATCH",
     "Ingest",
     "IngestConfig",

@@ -11,7 +11,6 @@ from aiokafka.partitioner import murmur2
 
 from streams.app.settings import Settings
 
-MAX_ITEMS_PER_RECORD = 500  # keeps records well under Kafka's 1 MB default message limit
 POLL_BATCH = 5_000
 POLL_TIMEOUT_S = 0.05  # longest wait for a first record (then marks and alignment run)
 

@@ -43,7 +43,6 @@ from confluent_kafka import (
 
 from streams.app.dlq import dlq_headers
 from streams.app.ingest.config import (
-    MAX_ITEMS_PER_RECORD,
     POLL_BATCH,
     POLL_TIMEOUT_S,
     IngestConfig,
@@ -57,8 +56,7 @@ from streams.app.wire import (
     SYNTHETIC_DELIVERED,
     UNDELIVERED,
     Item,
-    chunks,
-    encode_frame,
+    frames,
     position,
 )
 from streams.events.codec import encode_event
@@ -301,13 +299,8 @@ class Ingest:
         ):
             for part in range(self.partitions):
                 items = batches.get(part)
-                if items:
-                    pieces = chunks(items, MAX_ITEMS_PER_RECORD)
-                    for piece in pieces[:-1]:
-                        self._produce(topic, encode_frame(piece), part)
-                    self._produce(topic, encode_frame(pieces[-1], times), part)
-                elif marking:
-                    self._produce(topic, encode_frame([], times), part)
+                for value in frames(items, times if items or marking else None):
+                    self._produce(topic, value, part)
         self._producer.poll(0)
 
     def _align(self, now: float) -> None:

@@ -19,13 +19,16 @@ from streams.app.watermark import (
 )
 from streams.app.wire import (
     MARK,
+    MAX_ITEMS_PER_RECORD,
     RELAY,
+    decode,
     decode_batch,
     decode_mark,
     decode_relay,
     encode_batch,
     encode_mark,
     encode_relay,
+    frames,
 )
 from streams.events.order import order_key
 from streams.events.types import Event, EventType
@@ -254,3 +257,14 @@ def test_a_stage_relays_how_far_it_released_not_what_it_read() -> None:
     assert released_progress(clock) == {DIRECT: (4_000, 0, True)}  # W 3_500 plus the grace
     clock.merge({0: (10_000, 3, False), 1: (4_000, 1, False)})  # everything released
     assert released_progress(clock) == {DIRECT: (10_000, 0, False)}
+
+
+def test_frames_split_events_and_put_the_time_on_the_last() -> None:
+    times = {DIRECT: {0: (5, 7, True)}}
+    assert frames(None, None) == [] and frames([], None) == []
+    assert [decode(v) for v in frames([], times)] == [([], times)]
+    items = [("acme", 0, i, DIRECT, b"x") for i in range(2 * MAX_ITEMS_PER_RECORD + 1)]
+    out = [decode(v) for v in frames(items, times)]
+    assert [len(got) for got, _ in out] == [MAX_ITEMS_PER_RECORD, MAX_ITEMS_PER_RECORD, 1]
+    assert [t for _, t in out] == [{}, {}, times]
+    assert [item for got, _ in out for item in got] == items
