@@ -6,7 +6,6 @@ the marks give, exactly as the backtest would advance them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from streams.events.codec import encode_event
 from streams.events.parse import event_from_obj
 from streams.events.types import Event, Reject
 from streams.scoring.engine import Scorer
+from tests.unit.app.fakes import FakeTable
 from tests.unit.scoring.util import MIN, T0, model, track
 
 MODEL = model(
@@ -38,34 +38,6 @@ MODEL = model(
       exit: "msgs < 2"
     """
 )
-
-
-class FakeTable:
-    """The slice of `TableWriter` the stage uses, over a dict."""
-
-    def __init__(self) -> None:
-        self.data: dict[tuple[int, str], bytes] = {}
-
-    def get(self, partition: int, key: str) -> bytes | None:
-        return self.data.get((partition, key))
-
-    def put(self, partition: int, key: str, value: bytes) -> None:
-        self.data[(partition, key)] = value
-
-    def take(self, partitions: Iterable[int]) -> dict[int, dict[bytes, bytes]]:
-        return {}
-
-    async def commit(self, taken: dict[int, dict[bytes, bytes]]) -> None:
-        return None
-
-    def forget(self, partitions: Iterable[int]) -> None:
-        return None
-
-    def active_partitions(self) -> list[int]:
-        return sorted({p for p, _ in self.data})
-
-    def partition_items(self, partition: int) -> Iterator[tuple[str, bytes]]:
-        return ((k, v) for (p, k), v in self.data.items() if p == partition)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from streams.app.wire import (
 )
 from streams.events.codec import decode_event
 from streams.events.types import Reject
+from tests.unit.app.fakes import FakeTable
 from tests.unit.scoring.util import MIN, T0, iso
 
 
@@ -35,20 +36,9 @@ class Record:
     value: bytes
 
 
-class Table:
-    def __init__(self) -> None:
-        self.data: dict[tuple[int, str], bytes] = {}
-
-    def get(self, partition: int, key: str) -> bytes | None:
-        return self.data.get((partition, key))
-
-    def put(self, partition: int, key: str, value: bytes) -> None:
-        self.data[(partition, key)] = value
-
-
 class Harness:
-    def __init__(self, table: Table | None = None) -> None:
-        self.table = table or Table()
+    def __init__(self, table: FakeTable | None = None) -> None:
+        self.table = table or FakeTable()
         self.sent: list[tuple[int, bytes]] = []
         self.rejects: list[Reject] = []
         self.stage = UserStage(
