@@ -230,6 +230,11 @@ class Metrics:
             "1 once recovery is complete and partitions are assigned, else 0.",
             registry=r,
         )
+        self.broker_reachable = Gauge(
+            "pql_broker_reachable",
+            "1 while the Kafka broker answers this worker's metadata requests, else 0.",
+            registry=r,
+        )
         self.last_commit_timestamp_seconds = Gauge(
             "pql_last_commit_timestamp_seconds",
             "Unix time of the last successful offset commit.",

@@ -8,8 +8,9 @@ import logging
 
 import faust
 
+from streams.app.logs import limit_repeats
 from streams.app.settings import Settings
-from streams.broker.detect import is_embedded_broker
+from streams.broker.detect import TANSU_CLUSTER_ID, wait_for_broker
 from streams.gc_tuning import tune_gc
 from streams.io.topics import TopicSpec, ensure_topics, topic_partitions
 from streams.metrics import Metrics
@@ -51,9 +52,16 @@ def run_worker(settings: Settings) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     _use_uvloop()
+    limit_repeats()
     embedded = settings.embedded
+    security = settings.security or None
+    # Wait for the broker before anything else: a worker started before it (or while it
+    # restarts) comes up when it answers, and the embedded-broker check below is then an
+    # answer, not a timeout taken for "not embedded".
+    found = wait_for_broker(settings.broker, security, log)
+    log.info("Kafka broker at %s answers (cluster %s)", settings.broker, found)
     if embedded is None:
-        embedded = is_embedded_broker(settings.broker, security=settings.security or None)
+        embedded = found == TANSU_CLUSTER_ID
     if embedded:
         log.warning(
             "embedded broker (Tansu) detected at %s: applying its workarounds "
@@ -61,7 +69,6 @@ def run_worker(settings: Settings) -> int:
             "recovery is exact; topics created up front)",
             settings.broker,
         )
-    security = settings.security or None
     # Created before anything reads them: a broker that auto-creates topics would otherwise pick
     # its own partition count, and Faust tables refuse a mismatched source topic.
     ensure_topics(settings.broker, topic_specs(settings), security=security)
@@ -90,11 +97,13 @@ def run_worker(settings: Settings) -> int:
     )
     tune_gc()
     pipeline.ingest.start()
+    pipeline.broker_watch.start()
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
+        pipeline.broker_watch.stop()
         pipeline.ingest.stop()
         pipeline.sink.close()
     return 0

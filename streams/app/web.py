@@ -13,12 +13,17 @@ if TYPE_CHECKING:
 
 
 def is_ready(p: Pipeline) -> bool:
-    """Ready once partitions are assigned and table recovery finished."""
+    """Ready once partitions are assigned and table recovery finished, while the broker
+    answers."""
     app = p.app
     # App.tables is typed as TableManagerT, which lacks `recovery`; it is a TableManager.
     recovery = cast("TableManager", app.tables).recovery
     return bool(
-        p.ready and not app.rebalancing and not recovery.in_recovery and recovery.completed.is_set()
+        p.ready
+        and p.broker_watch.reachable
+        and not app.rebalancing
+        and not recovery.in_recovery
+        and recovery.completed.is_set()
     )
 
 
@@ -36,7 +41,11 @@ def register_pages(p: Pipeline) -> None:
         p.metrics.recovery_in_progress.set(
             1 if cast("TableManager", app.tables).recovery.in_recovery else 0
         )
-        body = {"ready": ready, "rebalancing": bool(app.rebalancing)}
+        body = {
+            "ready": ready,
+            "rebalancing": bool(app.rebalancing),
+            "broker_reachable": p.broker_watch.reachable,
+        }
         return web.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")

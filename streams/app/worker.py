@@ -29,6 +29,7 @@ import faust
 from faust.types import TP
 
 from streams.app.accounts import AccountStage
+from streams.app.broker_watch import BrokerWatch
 from streams.app.dlq import dlq_headers
 from streams.app.faust_transport import install as install_transport
 from streams.app.ingest import IngestConfig
@@ -168,6 +169,9 @@ class Pipeline:
         )
         self.embedded = embedded
         self.ready = False
+        self.broker_watch = BrokerWatch(
+            settings.broker, settings.security or None, metrics.broker_reachable.set
+        )
         self.ingest = IngestProcess(
             IngestConfig.from_settings(settings, self.trait_keys, embedded),
             metrics,

@@ -29,6 +29,7 @@ import click
 
 from streams.broker.detect import TANSU_CLUSTER_ID, is_embedded_broker
 from streams.io.kafka_config import kafka_options
+from streams.io.topics import BrokerUnreachableError, describe_cluster
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,12 @@ def consumer_group_lag(
 
     ``topics``: the topics to report (every partition of each, committed or not); default: the
     topics the group has committed offsets on. ``probe``: use the fetch-response workaround for
-    log-end offsets; default: only on the embedded broker."""
+    log-end offsets; default: only on the embedded broker.
+
+    Raises BrokerUnreachableError (BrokerAuthError at once for refused credentials or TLS)."""
+    # One metadata request first: it fails fast and clearly on a wrong address or login, and
+    # says which broker this is.
+    cluster = describe_cluster(bootstrap, security, timeout)
     if topics:
         partitions = _topic_partitions(bootstrap, topics, timeout, security)
         committed = committed_offsets(bootstrap, group, partitions, timeout, security=security)
@@ -285,7 +291,7 @@ def consumer_group_lag(
         partitions = _topic_partitions(bootstrap, {t for t, _ in committed}, timeout, security)
     if not partitions:
         return []
-    use_probe = is_embedded(bootstrap, timeout, security=security) if probe is None else probe
+    use_probe = cluster.cluster_id == TANSU_CLUSTER_ID if probe is None else probe
     start_at = {key: committed.get(key) for key in partitions}
     starts, ends = log_end_offsets(bootstrap, start_at, use_probe, timeout, security=security)
     return compute_lag(committed, ends, starts)
@@ -366,7 +372,7 @@ def lag(
         rows = consumer_group_lag(
             broker, group, list(topics) or None, probe=probe, timeout=timeout, security=security
         )
-    except LagError as exc:
+    except (LagError, BrokerUnreachableError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(to_json(group, rows))

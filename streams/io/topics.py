@@ -9,6 +9,7 @@ existing topic with the wrong count is an error with instructions, not a silent 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,47 @@ class BrokerUnreachableError(RuntimeError):
             f"no Kafka broker answers at {bootstrap}{why}. Start one with `pql broker` "
             "(embedded, in memory) or pass the right address with --broker HOST:PORT."
         )
+
+
+class BrokerAuthError(BrokerUnreachableError):
+    """The broker answers, but the connection fails on credentials or TLS: retrying will not
+    help, so this is raised at once instead of after the timeout."""
+
+    def __init__(self, bootstrap: str, what: str, detail: str, advice: str) -> None:
+        self.bootstrap = bootstrap
+        self.what = what
+        RuntimeError.__init__(
+            self, f"{what} failed with the Kafka broker at {bootstrap}: {detail}. {advice}"
+        )
+
+
+# librdkafka's error codes for what retrying cannot fix, with what to tell the user.
+_AUTH_FAILURES = {
+    KafkaError._AUTHENTICATION: (
+        "SASL authentication",
+        "Check the user name and password (PQL_SASL_USERNAME, PQL_SASL_PASSWORD) and the "
+        "mechanism (PQL_SASL_MECHANISM) the listener expects.",
+    ),
+    KafkaError.SASL_AUTHENTICATION_FAILED: (
+        "SASL authentication",
+        "Check the user name and password (PQL_SASL_USERNAME, PQL_SASL_PASSWORD) and the "
+        "mechanism (PQL_SASL_MECHANISM) the listener expects.",
+    ),
+    KafkaError._SSL: (
+        "TLS",
+        "Check that PQL_SSL_CAFILE names the CA that signed the broker's certificate and that "
+        "the certificate is valid for the address in --broker.",
+    ),
+}
+
+
+def _detail(err: KafkaError) -> str:
+    """librdkafka's message without its `protocol://host:port/id: ` prefix and timing suffix."""
+    text = err.str()
+    head, sep, rest = text.partition(": ")
+    if sep and "://" in head:
+        text = rest
+    return text.split(" (after ")[0]
 
 
 class TopicMismatchError(RuntimeError):
@@ -74,11 +116,30 @@ def admin_client(
 def describe_cluster(
     bootstrap: str, security: Mapping[str, Any] | None = None, timeout: float = 10.0
 ) -> ClusterMetadata:
-    """Metadata for all topics (naming none, so nothing is auto-created)."""
-    try:
-        return admin_client(bootstrap, security).list_topics(timeout=timeout)
-    except KafkaException as e:
-        raise BrokerUnreachableError(bootstrap, _short(e)) from e
+    """Metadata for all topics (naming none, so nothing is auto-created).
+
+    Raises BrokerUnreachableError when no broker answers within `timeout`, and BrokerAuthError
+    as soon as the broker refuses the credentials or the TLS handshake fails (librdkafka would
+    otherwise retry those silently until the timeout)."""
+    errors: list[KafkaError] = []
+    conf = confluent_common(bootstrap, security)
+    conf["log_level"] = 0  # reported below, once, as an error that says what to do
+    conf["error_cb"] = errors.append
+    admin = AdminClient(conf)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return admin.list_topics(timeout=max(0.05, min(1.0, left)))
+        except KafkaException as e:
+            last = e
+        admin.poll(0)  # serves error_cb
+        for err in errors:
+            if err.code() in _AUTH_FAILURES:
+                what, advice = _AUTH_FAILURES[err.code()]
+                raise BrokerAuthError(bootstrap, what, _detail(err), advice) from last
+        if time.monotonic() >= deadline:
+            raise BrokerUnreachableError(bootstrap, _short(last)) from last
 
 
 def topic_partitions(
@@ -111,8 +172,8 @@ def ensure_topics(
     wanted = {s.name: s for s in specs}
     if not wanted:
         return []
+    existing = _counts(describe_cluster(bootstrap, security, timeout))  # fails fast on auth
     admin = admin_client(bootstrap, security)
-    existing = _partition_counts(admin, bootstrap, timeout)
     missing = [s for name, s in wanted.items() if name not in existing]
     created: list[str] = []
     raced = False
@@ -155,6 +216,10 @@ def _partition_counts(admin: AdminClient, bootstrap: str, timeout: float) -> dic
         md = admin.list_topics(timeout=timeout)
     except KafkaException as e:
         raise BrokerUnreachableError(bootstrap, _short(e)) from e
+    return _counts(md)
+
+
+def _counts(md: ClusterMetadata) -> dict[str, int]:
     return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
 
 

@@ -36,6 +36,7 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "pql_recovery_in_progress": ("gauge", ()),
     "pql_state_restored_records": ("counter", ("table",)),
     "pql_worker_ready": ("gauge", ()),
+    "pql_broker_reachable": ("gauge", ()),
     "pql_last_commit_timestamp_seconds": ("gauge", ()),
     "pql_watermark_timestamp_seconds": ("gauge", ()),
     "pql_model": ("info", ("name", "version", "fingerprint")),
