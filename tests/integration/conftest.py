@@ -1,8 +1,12 @@
-"""Shared fixtures for integration tests: one real embedded broker per session.
+"""Shared fixtures for integration tests: the integration suite runs against both brokers.
 
-One broker for the whole session because starting is cheap but stopping takes seconds once
-clients have connected; tests stay independent by using their own topics (`topic_name`), since
-the broker auto-creates any topic a client names and keeps it until the session ends.
+`broker` is parametrised over the embedded broker (Tansu) and a real Apache Kafka broker
+(single-node KRaft from Maven Central jars): every test that takes it runs once on each, with
+`[embedded]` or `[kafka]` in its id. Each broker starts once per session (starting is cheap,
+stopping takes seconds once clients have connected); tests stay independent by using their own
+topics (`topic_name`), which they create themselves: the Kafka broker, as production clusters
+often are, does not create topics a client names. Tests about one broker's own behaviour take
+`embedded_broker` or `kafka_broker` instead.
 """
 
 from __future__ import annotations
@@ -23,9 +27,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+BROKERS = ("embedded", "kafka")
+
+# The session's Kafka broker as production clusters that compact are tuned for tests: the log
+# cleaner looks for work every half second (the default is 15 s), so a test that rolls small
+# segments sees its changelog really compacted within seconds.
+KAFKA_TEST_PROPERTIES = {"log.cleaner.backoff.ms": "500"}
+
+
 @pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedBroker]:
-    """A started embedded broker on a free port; use `broker.bootstrap`."""
+def embedded_broker() -> Iterator[EmbeddedBroker]:
+    """The session's embedded broker (Tansu) on a free port; use `.bootstrap`."""
     embedded = EmbeddedBroker()
     embedded.start()
     try:
@@ -34,17 +46,36 @@ def broker() -> Iterator[EmbeddedBroker]:
         embedded.stop()
 
 
-@pytest.fixture(scope="module")
-def kafka_broker() -> Iterator[KafkaBroker]:
-    """A started Apache Kafka broker (single-node KRaft, topic auto-creation off; its jars are
-    fetched from Maven Central once); use `kafka_broker.bootstrap`. Per module: an idle JVM
-    would otherwise sit beside every later test."""
-    kafka = KafkaBroker()
+def _running_kafka() -> Iterator[KafkaBroker]:
+    kafka = KafkaBroker(properties=KAFKA_TEST_PROPERTIES)
     kafka.start()
     try:
         yield kafka
     finally:
         kafka.cleanup()
+
+
+@pytest.fixture(scope="session")
+def session_kafka_broker() -> Iterator[KafkaBroker]:
+    """The session's Apache Kafka broker (KRaft, one node, topic auto-creation off)."""
+    yield from _running_kafka()
+
+
+@pytest.fixture(scope="session", params=BROKERS)
+def broker(request: pytest.FixtureRequest) -> EmbeddedBroker | KafkaBroker:
+    """The session's broker of each kind in turn; use `broker.bootstrap` (`broker.name` says
+    which: "tansu" or "kafka")."""
+    name = "embedded_broker" if request.param == "embedded" else "session_kafka_broker"
+    started: EmbeddedBroker | KafkaBroker = request.getfixturevalue(name)
+    return started
+
+
+@pytest.fixture(scope="module")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    """An Apache Kafka broker of the module's own, for tests that stop, restart or reconfigure
+    it (its jars are fetched from Maven Central once); use `kafka_broker.bootstrap`. Per
+    module: an idle JVM would otherwise sit beside every later test."""
+    yield from _running_kafka()
 
 
 @pytest.fixture()

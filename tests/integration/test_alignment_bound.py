@@ -1,14 +1,14 @@
-"""What the stages hold stays bounded while one input partition is a million events behind.
+"""What the stages hold stays bounded while one input partition is 400,000 events behind.
 
-Input partition 0 holds a million events over a day of event time; partitions 1-3 hold
-100,000 each over the same day, so they are read far ahead of partition 0 in event time. The
+Input partition 0 holds 400,000 events over a day of event time; partitions 1-3 hold
+40,000 each over the same day, so they are read far ahead of partition 0 in event time. The
 real ingest stage reads them against the real broker with a 60 s `max_drift_ms`: it must pause
 the partitions running ahead (watermark alignment) instead of forwarding them all. What the
 account stage would hold is then replayed from the by-account topic in record order, through
 the very pieces the stage uses (`StreamClock` and `Aligned`): at no point may it hold more
 than the documented bound — the events of the partitions running ahead within one max-drift
 window, plus one poll (`POLL_BATCH`) per input partition. Without the pausing it would hold
-nearly all 300,000 events of partitions 1-3.
+nearly all 120,000 events of partitions 1-3.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from streams.io.read import read_to_end
 from tests.integration.test_ingest_marks import ingest_config
 
 N = 4  # partitions of every topic (as tests/integration/test_ingest_marks.py)
-BEHIND = 1_000_000  # events in partition 0
-AHEAD = 100_000  # events in each of partitions 1-3
+BEHIND = 400_000  # events in partition 0
+AHEAD = 40_000  # events in each of partitions 1-3
 DAY_MS = 86_400_000
 DRIFT_MS = 60_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -1,9 +1,10 @@
-"""`pql lag` / `consumer_group_lag` against the embedded broker: the numbers must be exactly
-right, not merely present.
+"""`pql lag` / `consumer_group_lag` on both brokers: the numbers must be exactly right, not
+merely present.
 
 Records are produced in multi-record batches on purpose: that is when the embedded broker's
 ListOffsets answer (and so a naive `get_watermark_offsets()`) is wrong, so these tests fail if
-the fetch-probe workaround in `streams.io.lag` breaks."""
+the fetch-probe workaround in `streams.io.lag` breaks. On Kafka the plain ListOffsets answer is
+used, and `test_lag_kafka_tool.py` checks it against Kafka's own consumer-group tool."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.cli import main
 from streams.io.lag import consumer_group_lag, is_embedded
+from tests.integration.kafka_tools import describe_group
 
 pytestmark = pytest.mark.integration
 
@@ -108,9 +110,9 @@ def batched_topic(broker: Any) -> str:
     return topic
 
 
-def test_broker_is_the_embedded_one(broker: Any) -> None:
-    """These tests are about the embedded broker's bug; make sure that is what they ran on."""
-    assert is_embedded(broker.bootstrap)
+def test_lag_probes_only_on_the_embedded_broker(broker: Any) -> None:
+    """The probe is for the embedded broker's bug; Kafka's ListOffsets is trusted."""
+    assert is_embedded(broker.bootstrap) == (broker.name == "tansu")
 
 
 def test_lag_exact_per_partition_then_zero(broker: Any, batched_topic: str) -> None:
@@ -188,13 +190,16 @@ def test_cli_json_and_table(broker: Any, batched_topic: str) -> None:
     assert {p["partition"]: p["committed"] for p in doc["partitions"]} == COUNTS
 
 
-def test_naive_list_offsets_would_be_wrong_here(broker: Any, batched_topic: str) -> None:
+def test_naive_list_offsets_would_be_wrong_on_the_embedded_broker(embedded_broker: Any) -> None:
     """Why the probe exists: on this broker ListOffsets under-reports batched partitions. If
     this fails, the broker was fixed (or batching did not happen, and the tests above prove
     less than they claim)."""
+    bootstrap = embedded_broker.bootstrap
+    batched_topic = _create_topic(bootstrap, len(COUNTS))
+    _produce_batched(bootstrap, batched_topic, COUNTS)
     group = f"g-{uuid.uuid4().hex[:10]}"
-    naive = consumer_group_lag(broker.bootstrap, group, [batched_topic], probe=False)
-    probed = consumer_group_lag(broker.bootstrap, group, [batched_topic], probe=True)
+    naive = consumer_group_lag(bootstrap, group, [batched_topic], probe=False)
+    probed = consumer_group_lag(bootstrap, group, [batched_topic], probe=True)
     assert {r.partition: r.log_end for r in probed} == COUNTS
     assert {r.partition: r.log_end for r in naive} != COUNTS
 
@@ -207,3 +212,26 @@ def test_probe_on_empty_and_fully_committed_partitions(broker: Any) -> None:
     _commit(broker.bootstrap, group, topic, {0: 12})
     rows = consumer_group_lag(broker.bootstrap, group, [topic], probe=True)
     assert _by_partition(rows) == {0: (12, 12, 0), 1: (None, 0, 0)}
+
+
+def test_lag_agrees_with_kafkas_consumer_group_tool(session_kafka_broker: Any) -> None:
+    """On real Kafka, `pql lag` says what Kafka's own consumer-group tool says, partition by
+    partition (the tool lists only the partitions the group committed on)."""
+    bootstrap = session_kafka_broker.bootstrap
+    topic = _create_topic(bootstrap, len(COUNTS))
+    _produce_batched(bootstrap, topic, COUNTS)
+    group = f"g-{uuid.uuid4().hex[:10]}"
+    _commit(bootstrap, group, topic, COMMITTED)
+
+    tool = describe_group(bootstrap, group)
+    assert set(tool) == {(topic, p) for p, o in COMMITTED.items() if o is not None}, tool
+    res = CliRunner().invoke(
+        main, ["lag", "--broker", bootstrap, "--group", group, "--topic", topic, "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    ours = {
+        (topic, r["partition"]): (r["committed"], r["log_end"], r["lag"])
+        for r in json.loads(res.output)["partitions"]
+    }
+    assert {k: ours[k] for k in tool} == tool
+    assert ours[(topic, 2)] == (None, COUNTS[2], COUNTS[2])  # never committed: all of it

@@ -112,6 +112,7 @@ class WorkerProc:
     advance_idle_s: float = 0.0
     idle_timeout_s: float = 3.0
     extra_args: Sequence[str] = ()
+    env: dict[str, str] = field(default_factory=dict)  # e.g. PQL_* settings (others are cleared)
     proc: subprocess.Popen[bytes] | None = None
     _log: Any = None
 
@@ -170,6 +171,7 @@ class WorkerProc:
         self._log.write(f"\n===== start {time.strftime('%H:%M:%S')} =====\n".encode())
         self._log.flush()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PQL_")}
+        env.update(self.env)
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
             self.args(),
@@ -527,6 +529,15 @@ def write_jsonl(path: Path, events: Iterable[dict[str, Any] | str]) -> Path:
         for ev in events:
             f.write((ev if isinstance(ev, str) else json.dumps(ev, separators=(",", ":"))) + "\n")
     return path
+
+
+def write_parts(tmp: Path, events: Sequence[dict[str, Any]], parts: int) -> list[Path]:
+    """`events` cut into `parts` consecutive files of (nearly) equal size: part1.jsonl, ..."""
+    size = len(events) // parts
+    cuts = [i * size for i in range(parts)] + [len(events)]
+    return [
+        write_jsonl(tmp / f"part{i + 1}.jsonl", events[cuts[i] : cuts[i + 1]]) for i in range(parts)
+    ]
 
 
 def name_accounts(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

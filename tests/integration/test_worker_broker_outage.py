@@ -1,0 +1,157 @@
+"""The Kafka broker goes away and comes back, on real Kafka (the broker's data is on disk):
+
+- stopped for ~20 s while events flow: the worker says it is not ready while the broker is
+  gone, is ready again once it is back, and the transitions are exactly `pql backtest`'s
+  (re-emits of the same transition id allowed, nothing lost);
+- a worker started while the broker is down says what it waits for and comes up when the
+  broker does (on the embedded broker too, which it must still recognise as such).
+
+The Kafka tests share the module's own broker, which they stop and start."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.broker.embedded import EmbeddedBroker, free_port
+from streams.broker.kafka import KafkaBroker
+from streams.io.simulate import generate
+from tests.integration.worker_harness import (
+    EXAMPLES,
+    WorkerNames,
+    WorkerProc,
+    Workers,
+    assert_duplicates_identical,
+    backtest,
+    collect,
+    diff_report,
+    name_accounts,
+    produce,
+    produce_in_background,
+    transition_key,
+    workers,  # noqa: F401 - fixture
+    write_jsonl,
+    write_parts,
+)
+
+MODEL = EXAMPLES / "team-chat.yaml"
+OUTAGE_S = 20.0
+
+
+@pytest.fixture()
+def broker(kafka_broker: KafkaBroker) -> KafkaBroker:
+    return kafka_broker
+
+
+def _ready(w: WorkerProc) -> bool:
+    with contextlib.suppress(OSError):
+        return w.get("/readyz", timeout=1.0)[0] == 200
+    return False
+
+
+def _wait(predicate: object, timeout: float, what: str, w: WorkerProc) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():  # type: ignore[operator]
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise AssertionError(f"not {what} within {timeout:.0f} s:\n{w.log_tail()}")
+
+
+def test_broker_stopped_mid_stream_and_started_again(
+    broker: KafkaBroker,
+    workers: Workers,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    bootstrap = workers.bootstrap
+    events = name_accounts(generate(accounts=24, days=12, seed=23))
+    third = len(events) // 3
+    first, during, rest = write_parts(tmp_path, events, 3)
+    expected = backtest(MODEL, first, during, rest, out_dir=tmp_path)
+
+    names = WorkerNames.unique("outage")
+    names.create_topics(bootstrap)
+    reader = workers.reader(names.output_topic)
+    w = workers.start(MODEL, names)
+    produce(bootstrap, names.input_topic, first)
+    # The broker stops while the middle third is flowing (its producer buffers and retries).
+    flowing = produce_in_background(bootstrap, names.input_topic, during, rate=third / 8)
+    time.sleep(3)
+    broker.stop()
+    down_at = time.monotonic()
+    _wait(lambda: not _ready(w), OUTAGE_S, "unready while the broker is down", w)
+    time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
+    assert w.running, f"the worker exited while the broker was down:\n{w.log_tail()}"
+    assert not _ready(w)
+    broker.start()
+    back = _wait(lambda: _ready(w), 120, "ready again after the broker came back", w)
+    flowing.join(120)
+    assert not flowing.is_alive()
+    produce(bootstrap, names.input_topic, rest)
+
+    got = collect(reader, expected, timeout=120, settle=w.settle, give_up_idle=20)
+    assert {transition_key(t) for t in got} == {transition_key(t) for t in expected}, diff_report(
+        got, expected
+    )
+    dupes = assert_duplicates_identical(got)
+    print(f"\nbroker outage: ready again {back:.1f} s after the broker; {dupes} re-emits")
+
+
+def test_worker_started_while_the_broker_is_down_comes_up_with_it(
+    broker: KafkaBroker,
+    workers: Workers,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    bootstrap = workers.bootstrap
+    events = write_jsonl(
+        tmp_path / "events.jsonl", name_accounts(generate(accounts=6, days=6, seed=29))
+    )
+    expected = backtest(MODEL, events, out_dir=tmp_path)
+    names = WorkerNames.unique("down")
+    names.create_topics(bootstrap)
+    broker.stop()
+    w = workers.new(MODEL, names).start()
+    _wait(
+        lambda: "waiting for the Kafka broker" in w.log_path.read_text(errors="replace"),
+        30,
+        "saying it waits for the broker",
+        w,
+    )
+    assert bootstrap in w.log_tail()
+    assert w.running and not _ready(w)
+    broker.start()
+    w.wait_ready(timeout=90)
+    reader = workers.reader(names.output_topic)
+    produce(bootstrap, names.input_topic, events)
+    got = collect(reader, expected, timeout=90, settle=w.settle)
+    assert {transition_key(t) for t in got} == {transition_key(t) for t in expected}, diff_report(
+        got, expected
+    )
+
+
+def test_worker_started_before_the_embedded_broker_still_applies_its_workarounds(
+    tmp_path: Path,
+) -> None:
+    """The worker used to give the embedded-broker check 5 s and take silence for "not
+    embedded", running without the workarounds the embedded broker needs. It now waits for an
+    answer first."""
+    late = EmbeddedBroker(port=free_port())
+    ws = Workers(late.bootstrap, tmp_path)
+    try:
+        w = ws.new(MODEL, WorkerNames.unique("late")).start()
+        _wait(
+            lambda: "waiting for the Kafka broker" in w.log_path.read_text(errors="replace"),
+            30,
+            "saying it waits for the broker",
+            w,
+        )
+        time.sleep(3)  # well past the old 5 s detection timeout
+        late.start()
+        w.wait_ready(timeout=90)
+        assert "embedded broker (Tansu) detected" in w.log_path.read_text(errors="replace")
+    finally:
+        ws.stop_all()
+        late.stop()
