@@ -2,10 +2,11 @@
 
     python -m bench.hops [--keying user] [--seconds 20] [--rate 5000] [--worker-arg=--X=Y ...]
 
-Runs one latency phase of `bench.run` (a fresh worker on the embedded broker, the workload's
-events produced paced with their timestamp rewritten to the wall clock), then reads the worker's
-internal topics back and follows each matched transition's event through them by messageId,
-using the broker timestamps their records got when they were produced:
+Runs one latency phase of `bench.run` (a fresh worker on the embedded broker, or on Apache Kafka
+with `--broker kafka`; the workload's events produced paced with their timestamp rewritten to
+the wall clock), then reads the worker's internal topics back and follows each matched
+transition's event through them by messageId, using the broker timestamps their records got
+when they were produced:
 
 - produce -> ingest forward: until the ingest stage wrote the event into a frame;
 - for events that went straight to the account stage: ingest forward -> transition detected
@@ -36,7 +37,6 @@ from bench.procs import run_main, stop_all
 from bench.workload import events_file
 from streams.app import wire
 from streams.app.watermark import stream_time
-from streams.broker.embedded import EmbeddedBroker
 from streams.events.codec import decode_event
 from streams.events.parse import parse_event
 from streams.events.types import Reject
@@ -98,7 +98,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     path, _n, _days = events_file(args.events, args.accounts, say)
     opts = bench_run.parse_args(["--quick"])
     workdir = Path(tempfile.mkdtemp(prefix="pql-hops-"))
-    broker = EmbeddedBroker()
+    broker = bench_run.new_broker(args.broker)
     try:
         broker.start()
         b = bench_run.Bench(opts, broker, workdir)
@@ -111,7 +111,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         trace = b.trace
     finally:
         stop_all()
-        broker.stop()
+        broker.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
     rows: dict[str, list[float]] = {}
     timeline: dict[int, list[float]] = {}
@@ -175,6 +175,7 @@ def table(r: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.hops", description=__doc__.split("\n\n")[0])
     ap.add_argument("--keying", choices=["account", "user", "round-robin"], default="user")
+    ap.add_argument("--broker", choices=["embedded", "kafka"], default="embedded")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rate", type=float, default=5000.0)
     ap.add_argument("--events", type=int, default=200_000, help="workload size [200000]")

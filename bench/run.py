@@ -1,9 +1,12 @@
 """`make bench`: throughput, latency, memory, state size, recovery and backtest of pql-streams on
-the embedded broker, measured in one run (a benchmark, not a test). See bench/README.md.
+the embedded broker or a real Apache Kafka broker, measured in one run (a benchmark, not a
+test). See bench/README.md.
 
     python -m bench.run [--events 1000000] [--accounts 20000] [--reps 3] [--quick]
+                        [--broker embedded|kafka]
 
-Starts an embedded broker and worker subprocesses itself and stops them all on exit (Ctrl-C
+Starts the broker (`--broker kafka`: single-node KRaft from Maven Central jars, needs Java and
+Maven) and worker subprocesses itself and stops them all on exit (Ctrl-C
 included). Prints progress to stderr, a table to stdout, and writes bench/results/<ts>.json.
 """
 
@@ -32,7 +35,9 @@ from bench import recovery_scale
 from bench.procs import ROOT, BenchError, Worker, run_main, stop_all
 from bench.workload import events_file
 from streams.app.settings import EMBEDDED_FETCH_WAIT_MS
+from streams.broker.child import ChildBroker
 from streams.broker.embedded import EmbeddedBroker, free_port
+from streams.broker.kafka import KafkaBroker
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.io.kafka_config import consumer_config, producer_config
 from streams.io.lag import consumer_group_lag
@@ -75,7 +80,7 @@ class Run:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, broker: EmbeddedBroker, workdir: Path) -> None:
+    def __init__(self, args: argparse.Namespace, broker: ChildBroker, workdir: Path) -> None:
         self.args = args
         self.broker = broker
         self.bootstrap = broker.bootstrap
@@ -594,11 +599,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         del result["backtest"]
     workdir = Path(tempfile.mkdtemp(prefix="pql-bench-"))
     say(f"logs and worker data in {workdir}")
-    broker = EmbeddedBroker()
+    broker = new_broker(args.broker)
     failed = True
     try:
         broker.start()
-        say(f"embedded broker on {broker.bootstrap} (pid {broker.pid})")
+        say(f"{args.broker} broker on {broker.bootstrap} (pid {broker.pid})")
         b = Bench(args, broker, workdir)
         topic = f"bench-{b.run_id}-events"
         say(f"preloading {n:,} events into {topic} ({PARTITIONS} partitions)")
@@ -647,7 +652,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             stop_all()
-            broker.stop()
+            broker.cleanup()
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         if failed:
@@ -713,7 +718,8 @@ def table(r: dict[str, Any]) -> str:
 
     head = (
         f"workload: {w['events']:,} events, {w['accounts']:,} accounts, "
-        f"{w['simulated_days']:g} simulated days, {w['model']}; embedded broker, "
+        f"{w['simulated_days']:g} simulated days, {w['model']}; {a.get('broker', 'embedded')} "
+        "broker, "
         f"{PARTITIONS} partitions; load average at start "
         f"{r['machine']['load_average_at_start']}"
     )
@@ -803,12 +809,23 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def new_broker(kind: str) -> ChildBroker:
+    """The broker a bench run starts: the embedded one, or Apache Kafka (KRaft, one node)."""
+    return KafkaBroker() if kind == "kafka" else EmbeddedBroker()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "--events", type=int, default=None, help="events preloaded [1000000; quick 200000]"
     )
     ap.add_argument("--accounts", type=int, default=20_000)
+    ap.add_argument(
+        "--broker",
+        choices=["embedded", "kafka"],
+        default="embedded",
+        help="the embedded broker (Tansu) or Apache Kafka (Java and Maven) [embedded]",
+    )
     ap.add_argument("--reps", type=int, default=None, help="repetitions [3; quick 1]")
     ap.add_argument("--quick", action="store_true", help="200k events, 1 rep, 20 s latency phase")
     ap.add_argument("--latency-rate", type=float, default=5000.0, help="offered ev/s [5000]")
