@@ -43,6 +43,7 @@ class BrokerWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="broker-watch", daemon=True)
         self._lost_at = 0.0
+        self._last_error = ""
 
     def start(self) -> None:
         self._on_change(True)

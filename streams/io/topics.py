@@ -33,11 +33,12 @@ class TopicSpec:
 class BrokerUnreachableError(RuntimeError):
     """No Kafka broker answered at the bootstrap address."""
 
-    def __init__(self, bootstrap: str, cause: object = None) -> None:
+    def __init__(self, bootstrap: str, cause: object = None, message: str | None = None) -> None:
         self.bootstrap = bootstrap
         why = f" ({cause})" if cause else ""
         super().__init__(
-            f"no Kafka broker answers at {bootstrap}{why}. Start one with `pql broker` "
+            message
+            or f"no Kafka broker answers at {bootstrap}{why}. Start one with `pql broker` "
             "(embedded, in memory) or pass the right address with --broker HOST:PORT."
         )
 
@@ -47,10 +48,10 @@ class BrokerAuthError(BrokerUnreachableError):
     help, so this is raised at once instead of after the timeout."""
 
     def __init__(self, bootstrap: str, what: str, detail: str, advice: str) -> None:
-        self.bootstrap = bootstrap
         self.what = what
-        RuntimeError.__init__(
-            self, f"{what} failed with the Kafka broker at {bootstrap}: {detail}. {advice}"
+        super().__init__(
+            bootstrap,
+            message=f"{what} failed with the Kafka broker at {bootstrap}: {detail}. {advice}",
         )
 
 
