@@ -33,7 +33,7 @@ from typing import Any
 from bench.procs import ROOT, BenchError, Worker, guard, run_main, tail
 from bench.run import Bench, say
 from bench.workload import events_file
-from streams.app.settings import EMBEDDED_FETCH_WAIT_MS
+from streams.app.settings import FETCH_WAIT_MS
 from streams.broker.embedded import EmbeddedBroker
 from streams.io.produce import produce_file
 from streams.io.topics import TopicSpec, ensure_topics
@@ -159,7 +159,7 @@ def run_job(
     state_dir = workdir / f"{app_id}-state"
     args = ["--broker", bootstrap, "--input-topic", topic, "--output-topic", out_topic]
     args += ["--group", app_id, "--state-dir", str(state_dir), "--events", str(n)]
-    args += ["--idle-timeout", str(IDLE_TIMEOUT_S), "--fetch-wait-ms", str(EMBEDDED_FETCH_WAIT_MS)]
+    args += ["--idle-timeout", str(IDLE_TIMEOUT_S), "--fetch-wait-ms", str(FETCH_WAIT_MS)]
     job = QuixJob(f"quix-r{rep}", python, args, workdir / f"{app_id}.log").start()
     say(f"quix rep {rep}: job pid {job.pid} started (consumer group {app_id})")
     try:

@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from bench import recovery_scale
 from bench.procs import ROOT, BenchError, Worker, run_main, stop_all
 from bench.workload import events_file
-from streams.app.settings import EMBEDDED_FETCH_WAIT_MS
+from streams.app.settings import FETCH_WAIT_MS
 from streams.broker.child import ChildBroker
 from streams.broker.embedded import EmbeddedBroker, free_port
 from streams.broker.kafka import KafkaBroker
@@ -494,7 +494,7 @@ def _collect(
 ) -> None:
     # The embedded broker answers a multi-partition fetch only after the full wait: a short
     # one, so the reader does not add up to librdkafka's default 500 ms to what it measures.
-    c = Consumer(consumer_config(bootstrap, None, fetch_wait_ms=EMBEDDED_FETCH_WAIT_MS))
+    c = Consumer(consumer_config(bootstrap, None, fetch_wait_ms=FETCH_WAIT_MS))
     c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
     try:
         while not stop.is_set():

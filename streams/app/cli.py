@@ -141,8 +141,8 @@ def _env(name: str) -> str:
     envvar=_env("FETCH_WAIT_MS"),
     default=None,
     type=click.IntRange(min=1),
-    help="Consumers' fetch long-poll wait, ms [default: 20 on the embedded broker, the "
-    "clients' defaults on Kafka].",
+    help="Consumers' fetch long-poll wait, ms; a fetch is answered after it unless 1 MiB "
+    "is there first [default: 20].",
 )
 @click.option(
     "--rocksdb-block-cache-mb",

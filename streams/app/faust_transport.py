@@ -1,11 +1,14 @@
-"""Faust's aiokafka transport with one setting Faust does not expose: the consumer's fetch
-long-poll wait (`fetch_max_wait_ms`, hard-coded to 1500 ms in faust-streaming 0.15).
+"""Faust's aiokafka transport with two settings Faust does not expose: the consumer's fetch
+long-poll wait (`fetch_max_wait_ms`, hard-coded to 1500 ms in faust-streaming 0.15) and the
+data a fetch waits for (`fetch_min_bytes`, 1).
 
-Why it matters: on the embedded broker (Tansu) a fetch request naming several partitions is not
+Why they matter: on the embedded broker (Tansu) a fetch request naming several partitions is not
 answered early when records arrive; it waits out the full `fetch_max_wait_ms` (measured: 0.7 s
 median, 1.5 s max from produce to aiokafka receive with 4 partitions, 15 ms with a 100 ms wait).
-That wait was most of the worker's end-to-end latency. Kafka answers as soon as data arrives,
-so there the wait only bounds idle polling.
+Kafka answers a fetch as soon as one byte is there: every few records their own request and
+response, which cost Kafka's JVM more than a core here and took the worker's end-to-end latency
+to 3-5 s (issue 13). So on every broker a fetch waits `fetch_max_wait_ms` (20 ms) unless
+`fetch_min_bytes` (1 MiB, a backlog) is there first.
 
 Installed with `install(app, fetch_max_wait_ms)`, which replaces the app's transport by this
 subclass (`App.transport` is settable); everything else is Faust's own driver.
@@ -18,14 +21,17 @@ from typing import Any, ClassVar
 import faust
 from faust.transport.drivers import aiokafka as driver
 
+from streams.io.kafka_config import FETCH_MIN_BYTES
+
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
     fetch_max_wait_ms: int = 1500
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # aiokafka reads it when the consumer starts and builds its fetcher.
+        # aiokafka reads them when the consumer starts and builds its fetcher.
         consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
+        consumer._fetch_min_bytes = FETCH_MIN_BYTES
         return consumer
 
 

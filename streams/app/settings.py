@@ -8,7 +8,12 @@ from pathlib import Path
 
 from streams.model.spec import Model
 
-EMBEDDED_FETCH_WAIT_MS = 20
+# Every consumer's fetch long-poll wait, on any broker. With FETCH_MIN_BYTES
+# (`streams.io.kafka_config`) a fetch is answered once the wait is over (or a backlog fills it):
+# the embedded broker does that by itself for a multi-partition fetch; Kafka answers each
+# record at once, and the stream of tiny fetches and responses cost its JVM more than a core
+# of this 2-core machine and the worker seconds of latency (issue 13).
+FETCH_WAIT_MS = 20
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,7 @@ class Settings:
     # `streams.io.kafka_config.security_settings` builds them; empty for PLAINTEXT.
     security: dict[str, str] = field(default_factory=dict)
     embedded: bool | None = None  # None: detect from the broker's cluster id
-    # Consumers' fetch long-poll wait. None: EMBEDDED_FETCH_WAIT_MS on the embedded broker
-    # (it does not answer a multi-partition fetch early when records arrive), the clients'
-    # defaults on Kafka (which does).
+    # Consumers' fetch long-poll wait. None: FETCH_WAIT_MS.
     fetch_wait_ms: int | None = None
     # RocksDB memory per partition database (each table has one per assigned partition).
     # Faust's defaults are a 2 GiB block cache and 3 x 64 MiB write buffers per database.
@@ -75,10 +78,9 @@ class Settings:
             "max_write_buffer_number": 2,
         }
 
-    def fetch_wait(self, embedded: bool) -> int | None:
-        if self.fetch_wait_ms is not None:
-            return self.fetch_wait_ms
-        return EMBEDDED_FETCH_WAIT_MS if embedded else None
+    @property
+    def fetch_wait(self) -> int:
+        return self.fetch_wait_ms if self.fetch_wait_ms is not None else FETCH_WAIT_MS
 
     @property
     def resolved_app_id(self) -> str:

@@ -116,9 +116,7 @@ class Pipeline:
         self.trait_keys = self.scorer.plan.user_traits
         self.app = faust.App(settings.state_app_id, **faust_settings(settings, embedded))
         app = self.app
-        fetch_wait = settings.fetch_wait(embedded)
-        if fetch_wait is not None:
-            install_transport(app, fetch_wait)
+        install_transport(app, settings.fetch_wait)
         n = settings.partitions
         self.by_user = app.topic(settings.by_user_topic, partitions=n, value_type=bytes)
         self.by_account = app.topic(settings.by_account_topic, partitions=n, value_type=bytes)
@@ -173,7 +171,7 @@ class Pipeline:
             settings.broker, settings.security or None, metrics.broker_reachable.set
         )
         self.ingest = IngestProcess(
-            IngestConfig.from_settings(settings, self.trait_keys, embedded),
+            IngestConfig.from_settings(settings, self.trait_keys),
             metrics,
             settings.log_level,
         )

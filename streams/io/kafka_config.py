@@ -19,6 +19,11 @@ _SECURITY_PREFIXES = ("security.", "sasl.", "ssl.")
 # default (consistent_random, CRC32) puts the same key on a different partition.
 PARTITIONER = "murmur2_random"
 
+# A fetch with a wait (`consumer_config(fetch_wait_ms=...)`) is answered when the wait is over or
+# this much data is there: the broker batches a wait's worth of records per response instead of
+# answering every record at once (see streams.app.settings.FETCH_WAIT_MS).
+FETCH_MIN_BYTES = 1 << 20
+
 # JoinGroup on the embedded broker answers only after session_timeout/2; a few seconds keeps
 # joins quick there and is still safe on a real cluster for short-lived tools.
 DEFAULT_SESSION_TIMEOUT_MS = 6000
@@ -85,8 +90,9 @@ def consumer_config(
     fetch_wait_ms: int | None = None,
 ) -> dict[str, Any]:
     """Consumer settings. `group=None` is for assign()-only readers (e.g. `pql tail`) that
-    neither join a group nor commit offsets. `fetch_wait_ms`: the fetch long-poll wait
-    (librdkafka's default when None; see `streams.app.settings.EMBEDDED_FETCH_WAIT_MS`)."""
+    neither join a group nor commit offsets. `fetch_wait_ms`: the fetch long-poll wait, which
+    then also bounds how long the broker holds a fetch (FETCH_MIN_BYTES); librdkafka's defaults
+    when None."""
     conf = confluent_common(bootstrap, security)
     conf.update(
         {
@@ -101,6 +107,7 @@ def consumer_config(
     )
     if fetch_wait_ms is not None:
         conf["fetch.wait.max.ms"] = fetch_wait_ms
+        conf["fetch.min.bytes"] = FETCH_MIN_BYTES
     return conf
 
 

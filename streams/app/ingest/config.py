@@ -49,16 +49,14 @@ class IngestConfig:
     max_drift_ms: int = 600_000  # pause an input partition this far ahead of the slowest
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, trait_keys: frozenset[str], embedded: bool
-    ) -> IngestConfig:
+    def from_settings(cls, settings: Settings, trait_keys: frozenset[str]) -> IngestConfig:
         return cls(
             broker=settings.broker,
             security=settings.security or None,
             group=settings.resolved_app_id,
             instance_id=settings.instance_id,
             session_timeout_ms=int(settings.session_timeout_s * 1000),
-            fetch_wait_ms=settings.fetch_wait(embedded),
+            fetch_wait_ms=settings.fetch_wait,
             partitions=settings.partitions,
             input_topic=settings.input_topic,
             dlq_topic=settings.dlq_topic,

@@ -48,8 +48,11 @@ def test_consumer_config() -> None:
     assign_only = consumer_config("k:9092", None)
     assert assign_only["enable.auto.commit"] is False
     assert "group.id" in assign_only  # librdkafka wants one even without joining
-    assert "fetch.wait.max.ms" not in conf  # librdkafka's default unless asked
-    assert consumer_config("k:9092", "g", fetch_wait_ms=20)["fetch.wait.max.ms"] == 20
+    assert "fetch.wait.max.ms" not in conf  # librdkafka's defaults unless asked
+    assert "fetch.min.bytes" not in conf
+    waiting = consumer_config("k:9092", "g", fetch_wait_ms=20)
+    assert waiting["fetch.wait.max.ms"] == 20
+    assert waiting["fetch.min.bytes"] == 1 << 20  # the broker holds the fetch for the wait
 
 
 def test_security_settings() -> None:
