@@ -55,18 +55,15 @@ class BrokerAuthError(BrokerUnreachableError):
         )
 
 
+_SASL_FAILURE = (
+    "SASL authentication",
+    "Check the user name and password (PQL_SASL_USERNAME, PQL_SASL_PASSWORD) and the "
+    "mechanism (PQL_SASL_MECHANISM) the listener expects.",
+)
 # librdkafka's error codes for what retrying cannot fix, with what to tell the user.
 _AUTH_FAILURES = {
-    KafkaError._AUTHENTICATION: (
-        "SASL authentication",
-        "Check the user name and password (PQL_SASL_USERNAME, PQL_SASL_PASSWORD) and the "
-        "mechanism (PQL_SASL_MECHANISM) the listener expects.",
-    ),
-    KafkaError.SASL_AUTHENTICATION_FAILED: (
-        "SASL authentication",
-        "Check the user name and password (PQL_SASL_USERNAME, PQL_SASL_PASSWORD) and the "
-        "mechanism (PQL_SASL_MECHANISM) the listener expects.",
-    ),
+    KafkaError._AUTHENTICATION: _SASL_FAILURE,
+    KafkaError.SASL_AUTHENTICATION_FAILED: _SASL_FAILURE,
     KafkaError._SSL: (
         "TLS",
         "Check that PQL_SSL_CAFILE names the CA that signed the broker's certificate and that "
@@ -202,7 +199,7 @@ def ensure_topics(
                     raise RuntimeError(f"could not create topic {name!r}: {err.str()}") from e
                 raced = True
         if raced:
-            existing = _partition_counts(admin, bootstrap, timeout)
+            existing = _counts(describe_cluster(bootstrap, security, timeout))
     for name, spec in wanted.items():
         if name in created:
             continue
@@ -210,14 +207,6 @@ def ensure_topics(
         if actual is not None and actual != spec.partitions:
             raise TopicMismatchError(name, spec.partitions, actual)
     return created
-
-
-def _partition_counts(admin: AdminClient, bootstrap: str, timeout: float) -> dict[str, int]:
-    try:
-        md = admin.list_topics(timeout=timeout)
-    except KafkaException as e:
-        raise BrokerUnreachableError(bootstrap, _short(e)) from e
-    return _counts(md)
 
 
 def _counts(md: ClusterMetadata) -> dict[str, int]:
