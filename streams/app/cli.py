@@ -160,6 +160,16 @@ def _env(name: str) -> str:
     show_default=True,
     help="RocksDB write buffer per partition database (at most two are kept).",
 )
+@click.option(
+    "--stall-timeout",
+    envvar=_env("STALL_TIMEOUT"),
+    default=120.0,
+    type=click.FloatRange(min=0.0),
+    show_default=True,
+    help="Seconds the worker may stay unready while the broker answers and no table is being "
+    "restored; then it logs its tasks' stacks and exits 1 for its supervisor to restart it "
+    "(0: never).",
+)
 @click.option("--log-level", envvar=_env("LOG_LEVEL"), default="info", show_default=True)
 def worker(
     model_path: str,
@@ -185,6 +195,7 @@ def worker(
     fetch_wait_ms: int | None,
     rocksdb_block_cache_mb: int,
     rocksdb_write_buffer_mb: int,
+    stall_timeout: float,
     log_level: str,
     security: dict[str, str] | None,
 ) -> None:
@@ -221,6 +232,7 @@ def worker(
         fetch_wait_ms=fetch_wait_ms,
         rocksdb_block_cache_mb=rocksdb_block_cache_mb,
         rocksdb_write_buffer_mb=rocksdb_write_buffer_mb,
+        stall_timeout_s=stall_timeout,
         security=security or {},
     )
     from streams.app.run import run_worker

@@ -12,14 +12,16 @@ import importlib
 import logging
 import time
 
-# aiokafka's modules that log per retry; imported here so their loggers exist to be filtered.
-NOISY = (
-    "aiokafka.conn",
-    "aiokafka.client",
-    "aiokafka.consumer.fetcher",
-    "aiokafka.consumer.group_coordinator",
-    "aiokafka.producer.sender",
-)
+# aiokafka's loggers that log per retry (a filter on a logger does not apply to its children,
+# so each is named; `aiokafka.client` logs as plain "aiokafka"). Their modules are imported
+# here so the loggers exist to be filtered.
+NOISY = {
+    "aiokafka": "aiokafka.client",
+    "aiokafka.conn": "aiokafka.conn",
+    "aiokafka.consumer.fetcher": "aiokafka.consumer.fetcher",
+    "aiokafka.consumer.group_coordinator": "aiokafka.consumer.group_coordinator",
+    "aiokafka.producer.sender": "aiokafka.producer.sender",
+}
 
 
 class RepeatLimiter(logging.Filter):
@@ -47,9 +49,9 @@ class RepeatLimiter(logging.Filter):
 
 def limit_repeats(window_s: float = 30.0) -> None:
     limiter = RepeatLimiter(window_s)
-    for name in NOISY:
+    for name, module in NOISY.items():
         try:
-            importlib.import_module(name)
+            importlib.import_module(module)
         except ImportError:  # pragma: no cover - another aiokafka layout: nothing to quiet
             continue
         logging.getLogger(name).addFilter(limiter)

@@ -58,6 +58,9 @@ class Settings:
     # flush on): after every poll, but no more often than this.
     mark_interval_s: float = 0.05
     lag_interval_s: float = 5.0  # how often consumer lag is read from the broker
+    # Unready this long while the broker answers and nothing is restored: the worker exits so
+    # its supervisor restarts it (`streams.app.health`); 0: never.
+    stall_timeout_s: float = 120.0
     # librdkafka-style security settings (security.protocol, sasl.*, ssl.ca.location), as
     # `streams.io.kafka_config.security_settings` builds them; empty for PLAINTEXT.
     security: dict[str, str] = field(default_factory=dict)

@@ -32,6 +32,7 @@ from streams.app.accounts import AccountStage
 from streams.app.broker_watch import BrokerWatch
 from streams.app.dlq import dlq_headers
 from streams.app.faust_transport import install as install_transport
+from streams.app.health import StallGuard, WorkerStalled, log_task_stacks, readiness
 from streams.app.ingest import IngestConfig
 from streams.app.ingest.process import IngestProcess
 from streams.app.restore import Restorer, RestoringTable
@@ -167,6 +168,7 @@ class Pipeline:
         )
         self.embedded = embedded
         self.ready = False
+        self.stall_guard = StallGuard(settings.stall_timeout_s)
         self.broker_watch = BrokerWatch(
             settings.broker, settings.security or None, metrics.broker_reachable.set
         )
@@ -189,7 +191,7 @@ class Pipeline:
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_rebalance_complete.connect(self._on_rebalanced)  # type: ignore[arg-type]
         app.timer(INGEST_REPORT_INTERVAL_S)(self._pump_ingest)
-        app.timer(1.0)(self._check_ingest)
+        app.timer(1.0)(self._check_health)
         from streams.app.web import register_pages
 
         register_pages(self)
@@ -254,12 +256,17 @@ class Pipeline:
         """The ingest process's latest report: stream time and its metrics."""
         self.ingest.pump()
 
-    async def _check_ingest(self) -> None:
+    async def _check_health(self) -> None:
         """The ingest process and the sink are part of the worker: if either failed, so does
         the worker (its supervisor restarts it; nothing was committed past what was
-        delivered)."""
+        delivered). So does a worker stuck unready (`streams.app.health`)."""
         self.ingest.check()
         self.sink.check()
+        try:
+            self.stall_guard.check(readiness(self), time.monotonic())
+        except WorkerStalled:
+            log_task_stacks()
+            raise
 
     async def _ack_forwarded(self) -> None:
         """Ack ingest/user-stage records once what they forwarded is delivered."""

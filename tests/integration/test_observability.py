@@ -494,7 +494,13 @@ def test_healthz_live_at_once_readyz_only_after_assignment(live: Live) -> None:
     not_ready = [pr for pr in tl[:i_ready] if pr.readyz == 503]
     assert not_ready, f"never saw /readyz 503 before ready:\n{pretty}"
     assert all(pr.ready_body is not None and pr.ready_body["ready"] is False for pr in not_ready)
-    ready_body = {"ready": True, "rebalancing": False, "broker_reachable": True}
+    ready_body = {
+        "ready": True,
+        "assigned": True,
+        "rebalancing": False,
+        "recovering": False,
+        "broker_reachable": True,
+    }
     assert all(pr.ready_body == ready_body for pr in tl[i_ready:]), pretty
     # pql_worker_ready agrees with /readyz at every probe where /metrics answered
     for pr in tl:
