@@ -18,6 +18,9 @@ from streams.gc_tuning import tune_gc
 from streams.model.durations import DurationError, parse_duration
 from streams.model.errors import ModelError
 from streams.model.loader import load_model
+from streams.model.spec import Model
+from streams.scoring.switch import IncompatibleModel, ModelSwitch, check_switch
+from streams.scoring.transitions import iso_ms
 
 
 @click.command()
@@ -46,6 +49,15 @@ from streams.model.loader import load_model
     "without receivedAt timestamped after it comes from a wrong device clock and is rejected "
     "(future_timestamp), as the live worker rejects it.",
 )
+@click.option(
+    "--switch-model",
+    "switch_specs",
+    multiple=True,
+    metavar="TIME=FILE",
+    help="From stream time TIME (ISO 8601) on, the model in FILE decides, over the state the "
+    "previous one kept, as a live switch does; TIME is the `model.effective_from` of the live "
+    "worker's transitions. Repeatable.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def backtest(
     model_path: str,
@@ -56,22 +68,19 @@ def backtest(
     until: str | None,
     max_disorder: str,
     received_by: str,
+    switch_specs: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Replay EVENTS (JSONL, optionally gzipped; - for stdin) through MODEL offline."""
     console = Console(stderr=True)
-    try:
-        model = load_model(model_path)
-    except ModelError as exc:
-        raise click.ClickException(
-            f"{model_path} is not a valid model:\n{exc}\nFix it, then check with `pql model check`."
-        ) from exc
+    model = load_model_or_exit(model_path)
+    switches = _parse_switches(model, switch_specs)
     for p in events:
         if p != "-" and not os.path.exists(p):
             raise click.ClickException(f"no such events file: {p}")
-    until_ms = _parse_until(until)
+    until_ms = parse_until(until)
     disorder_ms = _parse_disorder(max_disorder)
-    received_by_ms = _parse_received_by(received_by)
+    received_by_ms = parse_received_by(received_by)
     out: IO[bytes] | None = open(out_path, "wb") if out_path else None  # noqa: SIM115
     sink = None
     if out is not None:
@@ -103,17 +112,64 @@ def backtest(
                 max_disorder_ms=disorder_ms,
                 received_by_ms=received_by_ms,
                 progress=lambda done: bar.update(task, completed=done),
+                switches=switches,
             )
     finally:
         if out is not None:
             out.close()
     summary["model"] = {"name": model.name, "version": model.version}
+    for sw in switches:
+        if not any(done["at"] == iso_ms(sw.at_ms) for done in summary.get("switches", [])):
+            console.print(
+                f"[yellow]the switch to {sw.model.name} v{sw.model.version} at "
+                f"{iso_ms(sw.at_ms)} is after the history's end (and --until): not made[/yellow]"
+            )
     if report_path:
         Path(report_path).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     _print_summary(Console(), summary, out_path, report_path)
 
 
-def _parse_until(text: str | None) -> int | None:
+def load_model_or_exit(path: str) -> Model:
+    try:
+        return load_model(path)
+    except ModelError as exc:
+        issues = "\n".join(f"{path}:{issue}" for issue in exc.issues)
+        raise click.ClickException(
+            f"{path} is not a valid model:\n{issues}\nFix it, then check with "
+            f"`pql model check {path}`."
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read the model {path}: {exc}") from exc
+
+
+def _parse_switches(first: Model, specs: tuple[str, ...]) -> list[ModelSwitch]:
+    switches = []
+    for spec in specs:
+        at_text, sep, path = spec.partition("=")
+        at = iso_to_epoch_ms(at_text.strip()) if sep else None
+        if at is None or not path:
+            raise click.BadParameter(
+                f"{spec!r}: expected TIME=FILE, an ISO-8601 instant, '=' and a model file "
+                "(e.g. 2026-03-01T00:00:00Z=model-v2.yaml)",
+                param_hint="--switch-model",
+            )
+        switches.append(ModelSwitch(at, load_model_or_exit(path)))
+    switches.sort(key=lambda sw: sw.at_ms)
+    previous = first
+    for sw in switches:
+        try:
+            check_switch(previous, sw.model)
+        except IncompatibleModel as exc:
+            raise click.ClickException(
+                f"cannot switch to {sw.model.source_path} at {iso_ms(sw.at_ms)}: {exc}. Live, "
+                "a signal change is a backfill (README: changing your model); offline, replay "
+                "the whole history with the new model instead."
+            ) from exc
+        previous = sw.model
+    return switches
+
+
+def parse_until(text: str | None) -> int | None:
     if text is None:
         return None
     ms = iso_to_epoch_ms(text)
@@ -122,7 +178,7 @@ def _parse_until(text: str | None) -> int | None:
     return ms
 
 
-def _parse_received_by(text: str) -> float | Literal["now"] | None:
+def parse_received_by(text: str) -> float | Literal["now"] | None:
     if text == "now":
         return "now"
     if text == "never":
@@ -155,7 +211,10 @@ def _num(x: Any, suffix: str = "") -> str:
 def _print_summary(
     console: Console, s: dict[str, Any], out_path: str | None, report_path: str | None
 ) -> None:
-    t = Table(title=f"Backtest of {s['model']['name']} v{s['model']['version']}", show_header=False)
+    title = f"Backtest of {s['model']['name']} v{s['model']['version']}"
+    for sw in s.get("switches", []):
+        title += f", switched to {sw['model']} v{sw['version']} at {sw['at']}"
+    t = Table(title=title, show_header=False)
     t.add_column(style="bold")
     t.add_column(justify="right")
     t.add_row("events read", _num(s["events_read"]))

@@ -15,6 +15,11 @@ Whenever the time of the applied events passes an account's next window expiry t
 advanced, exactly as the worker does from stream time. At the end of the input every held event
 is applied and every account advanced to the last event time (or to `until`, to see who would
 drop out if nothing else happened).
+
+Model switches (`pql backtest --switch-model TIME=FILE`) happen as in the worker
+(`streams.scoring.switch`): before the first event at or after TIME is applied (or when time is
+advanced past it at the end), every account is advanced to TIME under the old model and decided
+again under the new one there.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import gzip
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +41,9 @@ from streams.events.timestamps import iso_to_epoch_ms
 from streams.events.types import Event, Reject
 from streams.model.spec import Model
 from streams.scoring.engine import Scorer
+from streams.scoring.switch import ModelSwitch, check_switch, switch_account
 from streams.scoring.timers import ExpiryIndex
+from streams.scoring.transitions import iso_ms
 from streams.state.account import AccountState
 
 TransitionSink = Callable[[dict[str, Any]], None]
@@ -80,14 +87,24 @@ class Backtest:
         on_reject: Callable[[RejectedLine], None] | None = None,
         max_disorder_ms: int = DEFAULT_MAX_DISORDER_MS,
         received_by_ms: float | Literal["now"] | None = "now",
+        switches: Sequence[ModelSwitch] = (),
     ) -> None:
         """`received_by_ms`: when the history was received (its export); an event without
         `receivedAt` timestamped past it (plus the skew tolerance) comes from a wrong clock and
         is rejected as the live worker rejects it. Default: the wall clock now; None: no check
-        (for histories dated in the future, e.g. synthetic ones)."""
+        (for histories dated in the future, e.g. synthetic ones). `switches`: later model
+        versions and the stream time each takes over at (raises `IncompatibleModel` for one
+        that cannot take over its predecessor's state)."""
         self.model = model
         self.received_by_ms = time.time() * 1000 if received_by_ms == "now" else received_by_ms
-        self.scorer = Scorer(model, now_ms) if now_ms else Scorer(model)
+        self._now_ms = now_ms
+        self.scorer = self._scorer(model, 0)
+        self.switches = sorted(switches, key=lambda sw: sw.at_ms)
+        previous = model
+        for sw in self.switches:
+            check_switch(previous, sw.model)
+            previous = sw.model
+        self.switched: list[ModelSwitch] = []  # the switches made so far
         self.router = Router(self.scorer.plan.user_traits)
         self.states: dict[str, AccountState] = {}
         self.timers = ExpiryIndex()
@@ -129,6 +146,8 @@ class Backtest:
 
     def apply_event(self, ev: Event, line_no: int = 0) -> None:
         """Route and apply one event now, whatever its order (`feed_event` orders them)."""
+        if self.switches and ev.ts >= self.switches[0].at_ms:
+            self._switch_until(ev.ts)
         deliveries, reject = self.router.route(ev)
         if reject is not None:
             self._reject(line_no, reject)
@@ -167,12 +186,33 @@ class Backtest:
 
     def finish(self, until: int | None = None) -> None:
         """End of input: apply what is held, then advance to the last event time, or to
-        `until` if later."""
+        `until` if later (making the switches due by then)."""
         for held, n in self.held.release_all():
             self.apply_event(held, n)
         self.released = self.latest
         end = self.watermark if until is None else max(until, self.watermark)
+        self._switch_until(end)
         self.advance_watermark(end)
+
+    # -- model versions -------------------------------------------------------------------
+    def _scorer(self, model: Model, effective_from_ms: int) -> Scorer:
+        if self._now_ms is None:
+            return Scorer(model, effective_from_ms=effective_from_ms)
+        return Scorer(model, self._now_ms, effective_from_ms=effective_from_ms)
+
+    def _switch_until(self, ts: int) -> None:
+        """Make every switch due at or before `ts`, in time order."""
+        while self.switches and self.switches[0].at_ms <= ts:
+            sw = self.switches.pop(0)
+            at = sw.at_ms
+            self.advance_watermark(at)  # the expiries up to the switch, under the old model
+            old, new = self.scorer, self._scorer(sw.model, at)
+            for account in sorted(self.states):
+                state = self.states[account]
+                self._emit(switch_account(old, new, account, state, at))
+                self.timers.schedule(account, state.next_expiry)
+            self.scorer = new
+            self.switched.append(sw)
 
     # -- output ---------------------------------------------------------------------------
     def _emit(self, transitions: list[dict[str, Any]]) -> None:
@@ -202,6 +242,7 @@ def run_backtest(
     progress: Callable[[int], None] | None = None,
     max_disorder_ms: int = DEFAULT_MAX_DISORDER_MS,
     received_by_ms: float | Literal["now"] | None = "now",
+    switches: Sequence[ModelSwitch] = (),
 ) -> dict[str, Any]:
     """Replay files through the core; return the summary. `progress(bytes_read)` is called
     every few thousand lines."""
@@ -211,6 +252,7 @@ def run_backtest(
         conversion_event=conversion_event,
         max_disorder_ms=max_disorder_ms,
         received_by_ms=received_by_ms,
+        switches=switches,
     )
     started = time.perf_counter()
     n = 0
@@ -224,4 +266,10 @@ def run_backtest(
                 if progress is not None and position is not None and n % 8192 == 0:
                     progress(position())
     bt.finish(until)
-    return bt.summary.build(time.perf_counter() - started)
+    summary = bt.summary.build(time.perf_counter() - started)
+    if switches:
+        summary["switches"] = [
+            {"at": iso_ms(sw.at_ms), "model": sw.model.name, "version": sw.model.version}
+            for sw in bt.switched
+        ]
+    return summary

@@ -7,6 +7,8 @@ the names they read, so the core never re-parses and never uses `eval`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -116,3 +118,29 @@ class Model:
     @property
     def longest_window_ms(self) -> int:
         return max((s.window_ms or 0) for s in self.signals) if self.signals else 0
+
+
+def signal_key(s: Signal) -> str:
+    """A signal as it is computed (name, kind, events, `where` text, window, bucket, trait): two
+    signals with the same key keep the same state."""
+    return json.dumps(
+        [
+            s.name,
+            s.kind.value,
+            sorted(s.events) if s.events is not None else None,
+            s.where.source if s.where is not None else None,
+            s.property,
+            s.window_ms,
+            s.bucket_ms,
+            s.trait,
+            sorted(repr(v) for v in s.values) if s.values is not None else None,
+        ]
+    )
+
+
+def state_fingerprint(model: Model) -> str:
+    """sha256 of what an account's kept state depends on: the signals' keys, in order. Two
+    models with the same one read each other's state: a change to score rules, qualify/exit or
+    segments keeps it; any change to a signal does not (the new signal needs history)."""
+    text = "\n".join(signal_key(s) for s in model.signals)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -24,6 +24,10 @@ Time semantics (the same in the worker and in `pql backtest`; README "Time seman
    `streams.scoring.evaluate`). A state without one (new, or freshly decoded from bytes) is
    evaluated in full, which is also the reference the incremental path must agree with
    (`Scorer(model, incremental=False)` always evaluates in full).
+6. Model versions: a scorer's model applies from `effective_from_ms` (0: from the start). State
+   is tagged with the signals' fingerprint, so a model with the same signals takes over an
+   account's state as it is; `rescore` then re-decides it under the new model at the switch
+   instant (`streams.scoring.switch`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.events.types import Event, Reject, RejectReason
-from streams.model.spec import Model
+from streams.model.spec import Model, state_fingerprint
 from streams.scoring.evaluate import EvalCache, Evaluator
 from streams.scoring.signals import SignalPlan
 from streams.scoring.transitions import (
@@ -43,6 +47,7 @@ from streams.scoring.transitions import (
     SEGMENT_ENTERED,
     SEGMENT_EXITED,
     build_transition,
+    iso_ms,
 )
 from streams.state.account import NEVER, AccountState, StateCodec
 from streams.state.dedup import digest, remember, seen
@@ -73,15 +78,20 @@ class Scorer:
         now_ms: Callable[[], float] = wall_clock_ms,
         *,
         incremental: bool = True,
+        effective_from_ms: int = 0,
     ) -> None:
         self.model = model
+        self.effective_from_ms = effective_from_ms
+        self.effective_from = iso_ms(effective_from_ms)
         self.plan = SignalPlan(model)
         self.evaluator = Evaluator(model)
         # Off: every evaluation is a full one (the reference the tests compare against).
         self.incremental = incremental and self.evaluator.incremental
         self.now_ms = now_ms
-        self.model_tag = (model.fingerprint or f"{model.name}:{model.version}")[:16]
-        self.codec = StateCodec(self.model_tag)
+        self.model_tag = state_fingerprint(model)[:16]
+        # States written before the tag named the signals carry the whole model's fingerprint.
+        legacy = (model.fingerprint[:16],) if model.fingerprint else ()
+        self.codec = StateCodec(self.model_tag, also=legacy)
         self.longest_window = model.longest_window_ms
         self.segment_names = [s.name for s in model.segments]
         # Per signal index: its name and bound `value` (what an incremental evaluation reads).
@@ -151,6 +161,20 @@ class Scorer:
     def next_expiry(state: AccountState) -> int | None:
         return None if state.next_expiry >= NEVER else state.next_expiry
 
+    # -- model versions --------------------------------------------------------------------
+    def rescore(self, account_id: str, state: AccountState, at: int) -> list[dict[str, Any]]:
+        """This scorer's model takes over `state` (kept under another model with the same
+        signals) at instant `at`: evaluate it in full there and return what changed, as
+        `model_change` transitions. The caller has advanced the state to `at` under the
+        previous model; the account's clock moves to `at` (an event older than the switch is
+        applied late, under this model)."""
+        self.forget(state)
+        if at > state.clock:
+            state.clock = at
+        if not state.evaluated:
+            return []  # never decided (cannot happen for a state an event built)
+        return self._evaluate(account_id, state, at, None, [], model_change=True)
+
     # -- evaluation ------------------------------------------------------------------------
     @staticmethod
     def forget(state: AccountState) -> None:
@@ -165,6 +189,8 @@ class Scorer:
         at: int,
         message_id: str | None,
         changed: list[int],
+        *,
+        model_change: bool = False,
     ) -> list[dict[str, Any]]:
         # The state's cache, if this scorer made it and the state still holds the decision it
         # recorded (anything else: evaluate in full, and keep that as the new cache).
@@ -231,6 +257,8 @@ class Scorer:
                 occurred_at_ms=at,
                 detected_at_ms=detected,
                 message_id=message_id,
+                effective_from=self.effective_from,
+                model_change=model_change,
             )
             for kind, segment in changes
         ]

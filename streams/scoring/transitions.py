@@ -1,10 +1,14 @@
 """PQL-transition events: their deterministic ids and their JSON shape.
 
 The id is a hash of what identifies the change — model, version, account, kind, segment, the
-event-time instant it occurred at and what triggered it (the event's messageId, or time) — so the
-same input always yields the same id, whichever worker, replay or backtest produced it, and
-consumers de-duplicate at-least-once deliveries by it. `detected_at` (wall clock) is deliberately
-not part of it.
+event-time instant it occurred at and what triggered it (the event's messageId, time, or a model
+change) — so the same input always yields the same id, whichever worker, replay or backtest
+produced it, and consumers de-duplicate at-least-once deliveries by it. `detected_at` (wall clock)
+is deliberately not part of it.
+
+Every transition names the model version that produced it and the stream time from which that
+version applies (`model.effective_from`: the Unix epoch for a model that applied from the start,
+else the instant of the switch that made it live, see `streams.scoring.switch`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ SEGMENT_EXITED = "segment_exited"
 class Trigger(StrEnum):
     EVENT = "event"  # an event arrived (message_id names it)
     TIME = "time"  # a window stopped holding an event (occurred_at is that instant)
+    # Another model version took over at occurred_at, and decides differently from kept state.
+    MODEL_CHANGE = "model_change"
 
 
 def transition_id(
@@ -34,7 +40,13 @@ def transition_id(
     segment: str | None,
     occurred_at_ms: int,
     message_id: str | None,
+    trigger: Trigger | None = None,
 ) -> str:
+    """`trigger` only tells a model change (no message id) from time passing."""
+    if message_id is not None:
+        cause = message_id
+    else:
+        cause = "model_change" if trigger is Trigger.MODEL_CHANGE else "time"
     key = "\x1f".join(
         (
             model_name,
@@ -43,7 +55,7 @@ def transition_id(
             kind,
             segment or "",
             str(occurred_at_ms),
-            message_id if message_id is not None else "time",
+            cause,
         )
     )
     return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
@@ -118,13 +130,27 @@ def build_transition(
     occurred_at_ms: int,
     detected_at_ms: float,
     message_id: str | None,
+    effective_from: str,
+    model_change: bool = False,
 ) -> dict[str, Any]:
+    """`effective_from`: the model version's start, already as ISO text (one per scorer)."""
+    if message_id is not None:
+        trigger = Trigger.EVENT
+    else:
+        trigger = Trigger.MODEL_CHANGE if model_change else Trigger.TIME
     return {
         "transition_id": transition_id(
-            model_name, model_version, account_id, kind, segment, occurred_at_ms, message_id
+            model_name,
+            model_version,
+            account_id,
+            kind,
+            segment,
+            occurred_at_ms,
+            message_id,
+            trigger,
         ),
         "account_id": account_id,
-        "model": {"name": model_name, "version": model_version},
+        "model": {"name": model_name, "version": model_version, "effective_from": effective_from},
         "kind": kind,
         "segment": segment,
         "score": score,
@@ -136,6 +162,6 @@ def build_transition(
         "signals": signals,
         "occurred_at": iso_ms(occurred_at_ms),
         "detected_at": iso_ms(detected_at_ms),
-        "trigger": (Trigger.EVENT if message_id is not None else Trigger.TIME).value,
+        "trigger": trigger.value,
         "message_id": message_id,
     }

@@ -41,8 +41,9 @@ class AccountState(msgspec.Struct, array_like=True, omit_defaults=True, dict=Tru
     attribute (see `streams.scoring.engine`): msgspec encodes declared fields only, so the bytes
     are the same with or without it, and a decoded state simply has none."""
 
-    # First 16 hex chars of the model fingerprint that built this state: a value written by
-    # another model is never mixed with this one's (see `StateCodec.decode`).
+    # First 16 hex chars of the state fingerprint (`streams.model.spec.state_fingerprint`: the
+    # signals) of the model that built this state: a value written for other signals is never
+    # mixed with these (see `StateCodec.decode`); another model with the same signals reads it.
     model: str
     signals: list[SignalState]
     clock: int = 0  # account time: the last instant this account was evaluated at (epoch ms)
@@ -85,10 +86,14 @@ class StateSummary(msgspec.Struct, array_like=True):
 
 
 class StateCodec:
-    """Bytes <-> AccountState for a table whose values are state of one model."""
+    """Bytes <-> AccountState for a table whose values are state of one model's signals.
 
-    def __init__(self, model_tag: str) -> None:
+    `also`: other tags read as ours (states written before the tag named the signals only:
+    they carry the whole model's fingerprint)."""
+
+    def __init__(self, model_tag: str, also: tuple[str, ...] = ()) -> None:
         self.model_tag = model_tag
+        self._tags = frozenset((model_tag, *also))
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(AccountState)
         self._summary = msgspec.msgpack.Decoder(StateSummary)
@@ -108,4 +113,9 @@ class StateCodec:
         if not data:
             return None
         value = decoder.decode(data)
-        return value if value.model == self.model_tag else None
+        if value.model == self.model_tag:
+            return value
+        if value.model in self._tags:
+            value.model = self.model_tag  # written again under the current tag
+            return value
+        return None

@@ -27,7 +27,7 @@ def _transition(account: str, i: int, **over: Any) -> dict[str, Any]:
     t: dict[str, Any] = {
         "transition_id": f"{i:032x}",
         "account_id": account,
-        "model": {"name": "team-chat", "version": 3},
+        "model": {"name": "team-chat", "version": 3, "effective_from": "1970-01-01T00:00:00.000Z"},
         "kind": "qualified",
         "segment": None,
         "score": 120,

@@ -36,7 +36,11 @@ def replay(model_name: str, events: Path, until: str) -> tuple[dict[str, list[Ro
     per_account: dict[str, list[Row]] = defaultdict(list)
     for t in out:
         validate(t)
-        assert t["model"] == {"name": model.name, "version": model.version}
+        assert t["model"] == {
+            "name": model.name,
+            "version": model.version,
+            "effective_from": "1970-01-01T00:00:00.000Z",  # no switch: from the start
+        }
         per_account[t["account_id"]].append(brief(t))  # type: ignore[arg-type]
     return dict(per_account), summary
 

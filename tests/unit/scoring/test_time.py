@@ -80,7 +80,11 @@ def test_inactivity_drop_out_through_advance() -> None:
     assert q["previous_score"] == 0
     assert q["reasons"] == [{"rule": "three messages", "points": 100, "signals": {"msgs": 3}}]
     assert q["condition"] == {"expr": "qualify.when: score >= 100", "values": {"score": 100}}
-    assert q["model"] == {"name": "inactive", "version": 4}
+    assert q["model"] == {
+        "name": "inactive",
+        "version": 4,
+        "effective_from": "1970-01-01T00:00:00.000Z",
+    }
     # Quiet from now on. The first message's day bucket leaves at T0 + 1d + 30d.
     assert h.advance("acme", T0 + 31 * DAY - 1) == []
     [d] = h.advance("acme", T0 + 31 * DAY)

@@ -8,6 +8,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -195,19 +196,46 @@ def test_state_codec_round_trip_is_equal() -> None:
     assert isinstance(back.signals[3].total, float) and back.signals[3].total == 12.5
 
 
-def test_state_codec_rejects_state_of_another_model() -> None:
+def test_state_codec_reads_state_of_the_same_signals_only() -> None:
     h = Harness(PROP_MODEL)
     h.send(track("Message Sent", T0, account="a"))
     data = h.scorer.codec.encode(h.states["a"])
-    other = Scorer(model(PROP.replace("version: 2", "version: 3")))
-    assert other.codec.decode(data) is None
-    # Same name and version, different text: still another model.
-    edited = Scorer(model(PROP.replace("points: 20", "points: 25")))
-    assert edited.codec.decode(data) is None
+    # Another version, other rules: the same signals, so the same state.
+    for text in (
+        PROP.replace("version: 2", "version: 3"),
+        PROP.replace("points: 20", "points: 25"),
+    ):
+        assert Scorer(model(text)).codec.decode(data) == h.states["a"]
+    # Any signal changed (its window, its `where`, a new one, another order): not this state.
+    for text in (
+        PROP.replace("window: 2h}", "window: 3h}"),
+        PROP.replace(
+            '{count: "Invite Sent", window: 12h}',
+            '{count: "Invite Sent", window: 12h, where: "n > 1"}',
+        ),
+        PROP.replace("  onboarded:", "  extra: {count: any}\n  onboarded:"),
+        PROP.replace("  employees: {trait: employees}\n", "").replace(
+            "score:", "  employees: {trait: employees}\nscore:"
+        ),
+    ):
+        assert Scorer(model(text)).codec.decode(data) is None, text
     same = Scorer(model(PROP))
     assert same.codec.decode(data) == h.states["a"]
     assert same.codec.decode(None) is None
     assert same.codec.decode(b"") is None
+
+
+def test_state_codec_reads_states_tagged_by_the_whole_model_and_retags_them() -> None:
+    """States written before the tag named the signals carry the model's fingerprint."""
+    h = Harness(PROP_MODEL)
+    h.send(track("Message Sent", T0, account="a"))
+    state = h.states["a"]
+    old = msgspec.structs.replace(state, model=PROP_MODEL.fingerprint[:16])
+    back = h.scorer.codec.decode(h.scorer.codec.encode(old))
+    assert back is not None and back.model == h.scorer.model_tag
+    assert h.scorer.codec.encode(back) == h.scorer.codec.encode(state)
+    other = Scorer(model(PROP.replace("points: 20", "points: 25")))
+    assert other.codec.decode(h.scorer.codec.encode(old)) is None  # another model's old tag
 
 
 # -- ids -----------------------------------------------------------------------------------
