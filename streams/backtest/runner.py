@@ -27,7 +27,7 @@ from __future__ import annotations
 import gzip
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +66,23 @@ def open_events(path: str | Path) -> Iterator[tuple[IO[bytes], Callable[[], int]
                 yield unzipped, position  # type: ignore[misc]
         else:
             yield raw, position
+
+
+def history_lines(
+    paths: Iterable[str | Path], progress: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of every non-blank line of the files, numbered across them;
+    `progress(bytes_read)` every few thousand lines (not for a pipe)."""
+    n = 0
+    for path in paths:
+        with open_events(path) as (src, position):
+            for line in src:
+                n += 1
+                if not line.strip():
+                    continue
+                yield n, line
+                if progress is not None and position is not None and n % 8192 == 0:
+                    progress(position())
 
 
 @dataclass
@@ -255,16 +272,8 @@ def run_backtest(
         switches=switches,
     )
     started = time.perf_counter()
-    n = 0
-    for path in paths:
-        with open_events(path) as (src, position):
-            for line in src:
-                n += 1
-                if not line.strip():
-                    continue
-                bt.feed_line(line, n)
-                if progress is not None and position is not None and n % 8192 == 0:
-                    progress(position())
+    for n, line in history_lines(paths, progress):
+        bt.feed_line(line, n)
     bt.finish(until)
     summary = bt.summary.build(time.perf_counter() - started)
     if switches:

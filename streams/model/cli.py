@@ -55,3 +55,46 @@ def check(files: tuple[Path, ...]) -> None:
     if failed:
         click.echo(_HINT, err=True)
         raise SystemExit(1)
+
+
+@model.command("diff")
+@click.argument("old_path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("new_path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("events", nargs=-1, type=click.Path(allow_dash=True))
+@click.option("--conversion-event", default=None, help='Track event that means "converted".')
+@click.option("--until", default=None, help="Advance time to this ISO instant at the end.")
+@click.option(
+    "--received-by",
+    default="now",
+    show_default=True,
+    help="As `pql backtest --received-by` (an ISO instant, 'now' or 'never').",
+)
+@click.option("--limit", default=20, show_default=True, help="Accounts listed per change.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write it all (JSON).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def diff(
+    old_path: str,
+    new_path: str,
+    events: tuple[str, ...],
+    conversion_event: str | None,
+    until: str | None,
+    received_by: str,
+    limit: int,
+    json_path: str | None,
+    quiet: bool,
+) -> None:
+    """What changed from model OLD to NEW and, over EVENTS (JSONL history, optional), which
+    accounts would enter or leave, and PQL rate and lift before and after."""
+    from streams.model.diff_report import run_diff
+
+    run_diff(
+        old_path,
+        new_path,
+        events,
+        conversion_event=conversion_event,
+        until=until,
+        received_by=received_by,
+        limit=limit,
+        json_path=json_path,
+        quiet=quiet,
+    )
