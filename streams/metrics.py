@@ -245,6 +245,24 @@ class Metrics:
             "Event-time watermark (Unix seconds) of this worker.",
             registry=r,
         )
+        self.model_effective_from = Gauge(
+            "pql_model_effective_from_seconds",
+            "Stream time (Unix seconds) from which the live model version decides.",
+            registry=r,
+        )
+        self.model_switch_pending = Gauge(
+            "pql_model_switch_pending",
+            "1 while an announced model switch waits for every partition's report (stream "
+            "time is frozen meanwhile).",
+            registry=r,
+        )
+        self.model_reloads_total = Counter(
+            "pql_model_reloads_total",
+            "Model files read again (changed, or SIGHUP), by result: announced, invalid, "
+            "refused (not newer, or a signal change), unreadable.",
+            ["result"],
+            registry=r,
+        )
         # Info appends `_info` itself: exposed as pql_model_info{name,version,fingerprint} 1.
         self.model_info = Info(
             "pql_model",

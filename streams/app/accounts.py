@@ -36,12 +36,14 @@ from streams.app.align import Aligned, Entry
 from streams.app.dlq import event_json
 from streams.app.ingest.config import partition_of
 from streams.app.table_writer import TableWriter
+from streams.app.versions import MODEL_KEY, Versions, decode_version, encode_version
 from streams.app.watermark import DIRECT, StreamClock
 from streams.app.wire import decode
 from streams.events.codec import decode_event
 from streams.events.order import order_key
 from streams.events.types import Event, Reject
 from streams.scoring.engine import Scorer
+from streams.scoring.switch import ModelSwitch, switch_account
 from streams.scoring.timers import ExpiryIndex
 from streams.state.account import AccountState
 
@@ -58,6 +60,9 @@ class PartitionWork:
     clock: StreamClock  # stream time, from the marks read in this partition
     dirty: set[str] = field(default_factory=set)
     timers: ExpiryIndex = field(default_factory=ExpiryIndex)
+    version: int = 0  # the model version this partition runs (`streams.app.versions`)
+    frozen: int | None = None  # stream time frozen here while a switch is agreed
+    reported: str = ""  # the announced switch this partition reported for
     # Held events and the records to ack (in order, once nothing of theirs is held).
     align: Aligned[Held] = field(init=False)
 
@@ -87,8 +92,10 @@ class AccountStage:
         mark_paths: tuple[int, ...] = (DIRECT,),
         idle_hold_s: float = 1.0,
         on_duplicate: Callable[[], None] | None = None,
+        versions: Versions | None = None,
     ) -> None:
-        self.scorer = scorer
+        self.scorer = scorer  # the first model's (every version reads the same state)
+        self.versions = versions or Versions(scorer)
         self.mark_paths = mark_paths  # whose marks stream time waits for (see StreamClock)
         self.idle_hold_s = idle_hold_s
         self.on_duplicate = on_duplicate
@@ -149,7 +156,7 @@ class AccountStage:
                 clock = work.clock
                 for path, progress in times.items():
                     clock.merge(progress, path)
-                self._on_time(work, clock.value, rejected)
+                await self._on_time(work, clock.value, rejected)
         for ev, reject in rejected:
             await self.send_dlq(event_json(ev), reject, ev)
         if not self._since:
@@ -176,6 +183,8 @@ class AccountStage:
         cache = self.cache
         align = work.align
         until = work.clock.releasable()
+        if until is not None:
+            until = min(until, self.versions.limit(work))
         for account, q, pos, path, data in items:
             state = cache.get(account) or self._state(part, account)
             source = f"{q}:{path}"
@@ -199,7 +208,9 @@ class AccountStage:
         """Apply one event; a too-late one goes to `rejected` (the caller dead-letters it)."""
         cache = self.cache
         state = cache.get(account) or self._state(work.part, account)
-        outcome = self.scorer.apply(account, state, ev)
+        if state is not None and state.version != work.version:
+            self._catch_up(work, account, state)
+        outcome = self.versions.scorer(work.version).apply(account, state, ev)
         if outcome.duplicate:
             if self.on_duplicate is not None:
                 self.on_duplicate()
@@ -221,34 +232,56 @@ class AccountStage:
         if not outcome.duplicate and outcome.reject is None:
             self.events_applied += 1
 
-    def _on_time(
+    async def _on_time(
         self, work: PartitionWork, watermark: int | None, rejected: list[tuple[Event, Reject]]
     ) -> None:
         """Stream time moved: apply the held events it passed, in canonical order, then
-        advance the quiet accounts."""
+        advance the quiet accounts — only as far as the model versions allow: a switch whose
+        time stream time reached is made first (`streams.app.versions`)."""
+        versions = self.versions
+        while (sw := versions.due(work.version)) is not None:
+            until = work.clock.releasable()
+            if until is None or until < sw.at_ms:
+                break
+            self._release(work, sw.at_ms, rejected)
+            self._advance(work, sw.at_ms, force=True)
+            await self._switch(work, sw)
+        limit = versions.limit(work)
+        self._release(work, limit, rejected)
+        if watermark is not None:
+            self._advance(work, min(watermark, limit))
+
+    def _release(
+        self, work: PartitionWork, limit: int, rejected: list[tuple[Event, Reject]]
+    ) -> None:
         align = work.align
-        for (account, source, pos, ev), entry in align.release():
+        for (account, source, pos, ev), entry in align.release(limit):
             self._apply(work, account, source, pos, ev, rejected)
             align.done(entry)
-        if watermark is not None:
-            self._advance(work, watermark)
 
     def held_events(self) -> int:
         return sum(len(w.align) for w in self.work.values())
 
-    def _advance(self, work: PartitionWork, watermark: int) -> None:
+    def _advance(self, work: PartitionWork, watermark: int, force: bool = False) -> None:
+        """Advance the accounts with an expiry due by `watermark` (`force`: busy ones too)."""
         due = work.timers.pop_due(watermark)
         now = time.monotonic()
+        scorer = self.versions.scorer(work.version)
         for account in due:
             state = self._state(work.part, account)
             if state is None:
                 continue
             # An account restored or taken over counts as seen at assignment: its own records
             # may still be in flight.
-            if now - self.last_seen.get(account, self._assigned_at) < self.advance_idle_s:
+            if (
+                not force
+                and now - self.last_seen.get(account, self._assigned_at) < self.advance_idle_s
+            ):
                 work.timers.schedule(account, state.next_expiry)  # busy: retry on a later mark
                 continue
-            transitions = self.scorer.advance(account, state, watermark)
+            if state.version != work.version:
+                self._catch_up(work, account, state)
+            transitions = scorer.advance(account, state, watermark)
             work.dirty.add(account)
             work.timers.schedule(account, state.next_expiry)
             self._emit(transitions)
@@ -279,6 +312,10 @@ class AccountStage:
         if work is None:
             clock = StreamClock(self.grace_ms, self.mark_paths, self.idle_hold_s)
             work = self.work[part] = PartitionWork(part, clock)
+            stored = self.table.get(part, MODEL_KEY)
+            work.version = (
+                decode_version(stored) if stored is not None else self.versions.first_version
+            )
         return work
 
     def _state(self, part: int, account: str) -> AccountState | None:
@@ -286,8 +323,55 @@ class AccountStage:
         if state is None:
             state = self.codec.decode(self.table.get(part, account))
             if state is not None:
+                if not state.version:  # written before versions were kept
+                    state.version = self.versions.first_version
                 self.cache[account] = state
         return state
+
+    # -- model versions --------------------------------------------------------------------
+    def _catch_up(self, work: PartitionWork, account: str, state: AccountState) -> None:
+        """A state still decided by an older version than its partition runs (restored after
+        a crash in the middle of a switch): make the switches it missed."""
+        versions = self.versions
+        while state.version < work.version and (sw := versions.due(state.version)) is not None:
+            old, new = versions.scorer(state.version), versions.scorer(sw.model.version)
+            self._emit(switch_account(old, new, account, state, sw.at_ms))
+            work.dirty.add(account)
+        work.timers.schedule(account, state.next_expiry)
+
+    async def _switch(self, work: PartitionWork, sw: ModelSwitch) -> None:
+        """Switch every account of the partition at `sw.at_ms` (stream time reached it, every
+        event before it is applied). Yields to the event loop every few hundred accounts and
+        flushes every `flush_max_events` of them (a million accounts take a while)."""
+        started = time.monotonic()
+        generation = self._generation
+        part = work.part
+        n = self.partitions
+        old, new = self.versions.scorer(work.version), self.versions.scorer(sw.model.version)
+        accounts = [a for a in self.cache if partition_of(a, n) == part]
+        cached = set(accounts)
+        accounts += [a for a, _ in self.table.partition_items(part) if a not in cached]
+        done = 0
+        for i, account in enumerate(accounts):
+            if account == MODEL_KEY:
+                continue
+            if i % 256 == 0:
+                await asyncio.sleep(0)
+                if self._generation != generation:
+                    return  # revoked meanwhile: the new owner switches it
+            state = self._state(part, account)
+            if state is None or state.version >= sw.model.version:
+                continue
+            if state.version != work.version:
+                self._catch_up(work, account, state)
+            self._emit(switch_account(old, new, account, state, sw.at_ms))
+            work.dirty.add(account)
+            work.timers.schedule(account, state.next_expiry)
+            done += 1
+            if len(work.dirty) >= self.flush_max_events:
+                await self.flush(wait=False)
+        self.table.put(part, MODEL_KEY, encode_version(sw.model.version))
+        self.versions.switched(work, sw, started, done)
 
     async def flush(self, wait: bool = True) -> None:
         """Write the dirty states once per account and ack what they cover — every assigned
@@ -387,6 +471,8 @@ class AccountStage:
                 return
             schedule = self._work(part).timers.schedule
             for account, data in self.table.partition_items(part):
+                if account == MODEL_KEY:
+                    continue
                 state = decode(data)
                 if state is None:
                     continue

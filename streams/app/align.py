@@ -59,12 +59,14 @@ class Aligned(Generic[T]):
         self.held.push(key, (item, entry))
         entry.held += 1
 
-    def release(self) -> list[tuple[T, Entry]]:
-        """The held events stream time has passed, in canonical order. The caller applies each
-        and then calls `done(entry)`."""
+    def release(self, limit: int | None = None) -> list[tuple[T, Entry]]:
+        """The held events stream time has passed (and older than `limit`, if given), in
+        canonical order. The caller applies each and then calls `done(entry)`."""
         until = self.clock.releasable()
         if until is None or not self.held:
             return []
+        if limit is not None and limit < until:
+            until = limit
         return self.held.release(until)
 
     @staticmethod

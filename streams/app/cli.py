@@ -170,6 +170,15 @@ def _env(name: str) -> str:
     "restored; then it logs its tasks' stacks and exits 1 for its supervisor to restart it "
     "(0: never).",
 )
+@click.option(
+    "--model-poll",
+    envvar=_env("MODEL_POLL"),
+    default=1.0,
+    type=click.FloatRange(min=0.0),
+    show_default=True,
+    help="Seconds between checks of the model file for a change (a ConfigMap update swaps a "
+    "symlink); a changed, newer, compatible model is switched to live. 0: only on SIGHUP.",
+)
 @click.option("--log-level", envvar=_env("LOG_LEVEL"), default="info", show_default=True)
 def worker(
     model_path: str,
@@ -196,6 +205,7 @@ def worker(
     rocksdb_block_cache_mb: int,
     rocksdb_write_buffer_mb: int,
     stall_timeout: float,
+    model_poll: float,
     log_level: str,
     security: dict[str, str] | None,
 ) -> None:
@@ -233,6 +243,7 @@ def worker(
         rocksdb_block_cache_mb=rocksdb_block_cache_mb,
         rocksdb_write_buffer_mb=rocksdb_write_buffer_mb,
         stall_timeout_s=stall_timeout,
+        model_poll_s=model_poll,
         security=security or {},
     )
     from streams.app.run import run_worker

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+from pathlib import Path
 
 import faust
 
 from streams.app.logs import limit_repeats
+from streams.app.models import ModelControl
 from streams.app.settings import Settings
 from streams.broker.detect import TANSU_CLUSTER_ID, wait_for_broker
 from streams.gc_tuning import tune_gc
@@ -33,6 +36,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     specs += [
         TopicSpec(settings.changelog_topic(t), n, dict(COMPACTED)) for t in ("users", "accounts")
     ]
+    # The model history: a few records per model change, kept for good (any worker may need
+    # any version's text).
+    specs.append(TopicSpec(settings.models_topic, 1, {"retention.ms": "-1"}))
     return specs
 
 
@@ -86,9 +92,23 @@ def run_worker(settings: Settings) -> int:
     metrics = Metrics()
     model = settings.model
     metrics.set_model(model.name, str(model.version), model.fingerprint[:16])
+    control = None
+    if model.source_path is not None:
+        control = ModelControl(
+            settings.broker,
+            settings.models_topic,
+            settings.partitions,
+            Path(model.source_path),
+            metrics,
+            security,
+        )
+        control.load(model, Path(model.source_path).read_text(encoding="utf-8"))
+        # SIGHUP: read the model file again (mode's worker leaves SIGHUP alone; its default
+        # would end the process).
+        signal.signal(signal.SIGHUP, lambda *_: control.reload_requested.set())
     from streams.app.worker import Pipeline
 
-    pipeline = Pipeline(settings, metrics, embedded)
+    pipeline = Pipeline(settings, metrics, embedded, control)
     worker = faust.Worker(
         pipeline.app,
         loglevel=settings.log_level,
@@ -98,11 +118,15 @@ def run_worker(settings: Settings) -> int:
     tune_gc()
     pipeline.ingest.start()
     pipeline.broker_watch.start()
+    if control is not None:
+        control.start()
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
+        if control is not None:
+            control.stop()
         pipeline.broker_watch.stop()
         pipeline.ingest.stop()
         pipeline.sink.close()

@@ -61,6 +61,8 @@ class Settings:
     # Unready this long while the broker answers and nothing is restored: the worker exits so
     # its supervisor restarts it (`streams.app.health`); 0: never.
     stall_timeout_s: float = 120.0
+    # How often the model file is checked for a change (0: only on SIGHUP).
+    model_poll_s: float = 1.0
     # librdkafka-style security settings (security.protocol, sasl.*, ssl.ca.location), as
     # `streams.io.kafka_config.security_settings` builds them; empty for PLAINTEXT.
     security: dict[str, str] = field(default_factory=dict)
@@ -96,6 +98,11 @@ class Settings:
     @property
     def by_account_topic(self) -> str:
         return f"{self.resolved_app_id}-by-account"
+
+    @property
+    def models_topic(self) -> str:
+        """The app's model history: announcements and reports (`streams.app.switchlog`)."""
+        return f"{self.resolved_app_id}-models"
 
     @property
     def ingest_users_topic(self) -> str:

@@ -35,11 +35,13 @@ from streams.app.faust_transport import install as install_transport
 from streams.app.health import StallGuard, WorkerStalled, log_task_stacks, readiness
 from streams.app.ingest import IngestConfig
 from streams.app.ingest.process import IngestProcess
+from streams.app.models import ModelControl
 from streams.app.restore import Restorer, RestoringTable
 from streams.app.settings import Settings
 from streams.app.sink import Sink
 from streams.app.table_writer import TableWriter
 from streams.app.users import RELAY_DELAY_S, UserStage
+from streams.app.versions import Versions
 from streams.app.watermark import DIRECT
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.events.types import Event, Reject
@@ -110,10 +112,24 @@ def _credentials(settings: Settings) -> Any:
 class Pipeline:
     """Builds the app and holds what its agents share."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, embedded: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        embedded: bool,
+        control: ModelControl | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.scorer = Scorer(settings.model)
+        self.control = control
+        # The first model of the app's history (the file's, without a control log): every
+        # version after it reads the same state (`streams.app.versions`).
+        first = control.log.live[0] if control is not None else None
+        self.scorer = (
+            Scorer(first.model, effective_from_ms=first.at_ms)
+            if first is not None
+            else Scorer(settings.model)
+        )
         self.trait_keys = self.scorer.plan.user_traits
         self.app = faust.App(settings.state_app_id, **faust_settings(settings, embedded))
         app = self.app
@@ -154,6 +170,11 @@ class Pipeline:
             mark_paths=(DIRECT, *range(n)),
             idle_hold_s=settings.idle_hold_s,
             on_duplicate=self._count_duplicate,
+            versions=Versions(
+                self.scorer,
+                control.log if control is not None else None,
+                send_report=control.send_report if control is not None else None,
+            ),
         )
         self._forward_pending: list[Any] = []
         self._relay_timer: asyncio.TimerHandle | None = None
@@ -192,6 +213,10 @@ class Pipeline:
         app.on_rebalance_complete.connect(self._on_rebalanced)  # type: ignore[arg-type]
         app.timer(INGEST_REPORT_INTERVAL_S)(self._pump_ingest)
         app.timer(1.0)(self._check_health)
+        if self.control is not None:
+            app.timer(0.1)(self._drain_models)
+            poll = self.settings.model_poll_s
+            app.timer(poll or 1.0)(self._check_model_file)
         from streams.app.web import register_pages
 
         register_pages(self)
@@ -267,6 +292,17 @@ class Pipeline:
         except WorkerStalled:
             log_task_stacks()
             raise
+
+    async def _drain_models(self) -> None:
+        """What the control topic's reader read: announcements, reports, switches agreed."""
+        assert self.control is not None
+        self.control.drain()
+
+    async def _check_model_file(self) -> None:
+        """The model file, if it changed (not polled with --model-poll 0), or on SIGHUP."""
+        assert self.control is not None
+        if self.settings.model_poll_s or self.control.reload_requested.is_set():
+            self.control.check_file()
 
     async def _ack_forwarded(self) -> None:
         """Ack ingest/user-stage records once what they forwarded is delivered."""

@@ -211,6 +211,12 @@ def _from_obj(obj: object, raw: bytes | None, now_ms: float | None = None) -> Ev
                 return _wrong_type("$.context.groupId", "a string (the account id)", ctx_group)
             if account_id is None and ctx_group:
                 account_id = ctx_group
+    if account_id is not None and account_id.startswith("\x00"):
+        # Keys starting with NUL are the worker's own, in the accounts table.
+        where = "$.groupId" if group_id is not None else "$.context.groupId"
+        return _wrong_type(
+            where, "an account id that does not start with a NUL character", account_id
+        )
 
     if view_name is not None:
         page_name = obj.get("name")

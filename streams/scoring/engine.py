@@ -99,7 +99,11 @@ class Scorer:
 
     # -- state -----------------------------------------------------------------------------
     def new_state(self) -> AccountState:
-        return AccountState(model=self.model_tag, signals=self.plan.new_signal_states())
+        return AccountState(
+            model=self.model_tag,
+            signals=self.plan.new_signal_states(),
+            version=self.model.version,
+        )
 
     # -- events ----------------------------------------------------------------------------
     def apply(self, account_id: str, state: AccountState | None, ev: Event) -> Outcome:
@@ -169,6 +173,7 @@ class Scorer:
         previous model; the account's clock moves to `at` (an event older than the switch is
         applied late, under this model)."""
         self.forget(state)
+        state.version = self.model.version
         if at > state.clock:
             state.clock = at
         if not state.evaluated:

@@ -65,6 +65,9 @@ class AccountState(msgspec.Struct, array_like=True, omit_defaults=True, dict=Tru
     # written before they existed still decode.
     dedup_ids: bytes = b""
     dedup_runs: list[list[int]] = msgspec.field(default_factory=list)
+    # The version of the model whose decision `score`, `pql` and `segments` are (0: written
+    # before versions were kept: the first model of the app's history).
+    version: int = 0
 
 
 _S = TypeVar("_S", "AccountState", "StateSummary")

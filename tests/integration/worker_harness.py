@@ -470,8 +470,11 @@ def wait_for_ids(
 # -- backtest ----------------------------------------------------------------------------------
 
 
-def backtest(model: Path, *events: Path, out_dir: Path) -> list[dict[str, Any]]:
-    """`pql backtest --out` (the real command) over `events`; the transitions it wrote."""
+def backtest(
+    model: Path, *events: Path, out_dir: Path, extra: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """`pql backtest --out` (the real command) over `events`; the transitions it wrote.
+    `extra`: more options (e.g. `--switch-model TIME=FILE`)."""
     out = out_dir / f"backtest-{uuid.uuid4().hex[:6]}.jsonl"
     res = subprocess.run(
         [
@@ -484,6 +487,7 @@ def backtest(model: Path, *events: Path, out_dir: Path) -> list[dict[str, Any]]:
             "--out",
             str(out),
             "--quiet",
+            *extra,
             *map(str, events),
         ],
         cwd=REPO,

@@ -40,6 +40,9 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "pql_last_commit_timestamp_seconds": ("gauge", ()),
     "pql_watermark_timestamp_seconds": ("gauge", ()),
     "pql_model": ("info", ("name", "version", "fingerprint")),
+    "pql_model_effective_from_seconds": ("gauge", ()),
+    "pql_model_switch_pending": ("gauge", ()),
+    "pql_model_reloads": ("counter", ("result",)),
 }
 
 
@@ -81,6 +84,7 @@ def populated() -> Metrics:
     m.last_commit_timestamp_seconds.set(1_790_000_000)
     m.watermark_timestamp_seconds.set(1_790_000_000)
     m.set_model("pql-default", "3", "sha256:abcd")
+    m.model_reloads_total.labels("announced").inc()
     return m
 
 

@@ -231,6 +231,9 @@ def child_main(config: IngestConfig, conn: Connection, parent_pid: int, log_leve
     """The ingest process: run the stage until SIGTERM or the parent goes away."""
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker stops us, not Ctrl-C
+    # SIGHUP to the worker's process group (a closed terminal, `kill -HUP -PGID`) means "read
+    # the model again" to the worker, nothing to us.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -103,13 +103,18 @@ def test_survives_encoding_and_old_states_decode() -> None:
     state = scorer.apply("acme", None, msg("a", T0)).state
     state = scorer.codec.decode(scorer.codec.encode(state))
     assert state is not None and scorer.apply("acme", state, msg("a", T0)).duplicate
-    # A state written before the dedup fields existed (two fields shorter) still decodes.
+    # A state written before the dedup fields (and the version after them) existed still
+    # decodes.
     import msgspec
 
+    from streams.state.account import AccountState
+
     fields = msgspec.msgpack.decode(scorer.codec.encode(state))
-    old = msgspec.msgpack.encode(fields[:-2])
+    assert fields[-1] == MODEL.version  # the version, last
+    old = msgspec.msgpack.encode(fields[: AccountState.__struct_fields__.index("dedup_ids")])
     decoded = scorer.codec.decode(old)
     assert decoded is not None and decoded.dedup_ids == b"" and decoded.dedup_runs == []
+    assert decoded.version == 0  # before versions: the first model of the app's history
 
 
 def test_an_event_that_changes_nothing_is_not_remembered() -> None:

@@ -1,0 +1,129 @@
+"""Model versions in the account stage: which model decides in each partition, how far stream
+time may go while a switch is being agreed, and the switch itself (`streams.app.switchlog` for
+the protocol, `streams.scoring.switch` for what a switch does to an account).
+
+Per by-account partition the stage keeps the version it runs (`PartitionWork.version`, stored
+in the partition's table under `MODEL_KEY` once a switch there is complete, so a restart does
+not switch it again). While a switch is announced and not yet agreed, the partition's stream
+time is frozen at what it had applied when it reported; once the switch time T is agreed, events
+before T are applied, the partition switches every account it owns at T, then goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from streams.app.switchlog import SwitchLog
+from streams.app.watermark import NO_TIME_END, StreamClock
+from streams.scoring.engine import Scorer
+from streams.scoring.switch import ModelSwitch
+
+if TYPE_CHECKING:
+    from streams.app.accounts import PartitionWork
+
+log = logging.getLogger(__name__)
+
+# The key, in each partition of the accounts table, of the model version that partition runs
+# (no account id starts with a NUL: the parser refuses control characters in ids).
+MODEL_KEY = "\x00pql:model-version"
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(int).decode
+
+
+def encode_version(version: int) -> bytes:
+    return _encode(version)
+
+
+def decode_version(data: bytes) -> int:
+    return _decode(data)
+
+
+def applied_bound(clock: StreamClock) -> int | None:
+    """Every event this partition applied is older than this (None: nothing released yet).
+    With every source idle everything read was released: the latest event time read, plus 1."""
+    if clock.value is None:
+        return None
+    return clock.value + clock.grace_ms + 1 if clock.idle else clock.value
+
+
+class Versions:
+    """The stage's view of the app's model history (one per stage; `switchlog` is fed by
+    `streams.app.models` on the event loop)."""
+
+    def __init__(
+        self,
+        first: Scorer,
+        switchlog: SwitchLog | None = None,
+        send_report: Callable[[str, dict[int, int | None]], None] | None = None,
+        make_scorer: Callable[[ModelSwitch], Scorer] | None = None,
+    ) -> None:
+        self.first = first
+        self.log = switchlog
+        self.send_report = send_report
+        self._make = make_scorer or (
+            lambda sw: Scorer(sw.model, first.now_ms, effective_from_ms=sw.at_ms)
+        )
+        self._scorers: dict[int, Scorer] = {first.model.version: first}
+        self.first_version = first.model.version
+
+    def scorer(self, version: int) -> Scorer:
+        found = self._scorers.get(version)
+        if found is None:
+            assert self.log is not None, f"no model version {version}"
+            sw = next(s for s in self.log.live if s.model.version == version)
+            found = self._scorers[version] = self._make(sw)
+        return found
+
+    def due(self, version: int) -> ModelSwitch | None:
+        """The next switch after `version`, once its time is agreed."""
+        return self.log.next_after(version) if self.log is not None else None
+
+    def limit(self, work: PartitionWork) -> int:
+        """How far this partition's stream time may go now: up to the next agreed switch,
+        or to where it froze for an announced one (NO_TIME_END: no limit)."""
+        sw = self.due(work.version)
+        if sw is not None:
+            return sw.at_ms
+        if self.log is not None and self.log.pending is not None:
+            self._report(work)
+            if work.frozen is not None:
+                return work.frozen
+        return NO_TIME_END
+
+    def _report(self, work: PartitionWork) -> None:
+        """Freeze the partition where it is, and say so (once per announced switch)."""
+        pending = self.log.pending if self.log is not None else None
+        if pending is None or work.reported == pending.model.fingerprint:
+            return
+        bound = applied_bound(work.clock)
+        if bound is None:
+            return  # nothing released yet: report once stream time is known
+        work.frozen = bound
+        work.reported = pending.model.fingerprint
+        if self.send_report is not None:
+            self.send_report(pending.model.fingerprint, {work.part: bound})
+        log.info(
+            "partition %d: stream time frozen at %d for the switch to v%d",
+            work.part,
+            bound,
+            pending.model.version,
+        )
+
+    def switched(self, work: PartitionWork, sw: ModelSwitch, started: float, accounts: int) -> None:
+        work.version = sw.model.version
+        work.frozen = None
+        log.info(
+            "partition %d: switched to %s v%d at stream time %d (%d accounts decided again "
+            "in %.1f s)",
+            work.part,
+            sw.model.name,
+            sw.model.version,
+            sw.at_ms,
+            accounts,
+            time.monotonic() - started,
+        )

@@ -1,0 +1,79 @@
+"""The model history every worker reads from the control topic (`streams.app.switchlog`)."""
+
+from __future__ import annotations
+
+from streams.app.switchlog import NO_REPORT, SwitchLog, announcement, report
+from tests.unit.backtest.test_switch import V1, V2
+from tests.unit.scoring.util import model
+
+M1, M2 = model(V1), model(V2)
+V3 = V2.replace("version: 2", "version: 3").replace('team: "seats >= 2"', 'team: "seats >= 3"')
+M3 = model(V3)
+
+
+def _live(log: SwitchLog) -> list[tuple[int, int]]:
+    return [(sw.at_ms, sw.model.version) for sw in log.live]
+
+
+def test_the_first_model_applies_from_where_it_says() -> None:
+    log = SwitchLog(partitions=2)
+    assert log.apply(announcement(M1, V1, "a", at_ms=0)) is not None
+    assert _live(log) == [(0, 1)]
+    # the same again (another pod at its first start): nothing new
+    assert log.apply(announcement(M1, V1, "b", at_ms=0)) is None
+    assert _live(log) == [(0, 1)]
+
+
+def test_a_switch_waits_for_every_partition_then_takes_the_latest_report() -> None:
+    log = SwitchLog(partitions=3)
+    log.apply(announcement(M1, V1, "a", at_ms=0))
+    log.apply(announcement(M2, V2, "a"))
+    assert log.pending is not None and log.known(M2)
+    log.apply(report(M2.fingerprint, {0: 500, 1: 700}, "a"))
+    assert log.pending is not None and log.next_after(1) is None
+    log.apply(report(M2.fingerprint, {1: 9_999}, "b"))  # a second report of 1: the first counts
+    log.apply(report("another", {2: 9_999}, "b"))  # not this switch's
+    line = log.apply(report(M2.fingerprint, {2: None}, "b"))  # applied nothing yet
+    assert line is not None and "at stream time 700" in line
+    assert _live(log) == [(0, 1), (700, 2)] and log.pending is None
+    assert log.next_after(1) is log.live[1] and log.next_after(2) is None
+
+
+def test_a_switch_is_after_the_previous_one_even_with_early_reports() -> None:
+    log = SwitchLog(partitions=1)
+    log.apply(announcement(M1, V1, "a", at_ms=1000))
+    log.apply(announcement(M2, V2, "a"))
+    log.apply(report(M2.fingerprint, {0: None}, "a"))
+    assert _live(log) == [(1000, 1), (1001, 2)]
+    assert NO_REPORT < 0
+
+
+def test_what_is_refused_is_refused_by_everyone_alike() -> None:
+    log = SwitchLog(partitions=1)
+    assert "refused" in (log.apply(announcement(M2, V2, "a")) or "")  # nothing to switch from
+    log.refused.clear()
+    log.apply(announcement(M1, V1, "a", at_ms=0))
+    older = V1.replace("version: 1", "version: 0").replace("points: 50}", "points: 40}")
+    assert "versions only grow" in (log.apply(announcement(model(older), older, "a")) or "")
+    windowed = V2.replace("window: 7d}\n  seats", "window: 3d}\n  seats")
+    assert "signal 'msgs' changed" in (
+        log.apply(announcement(model(windowed), windowed, "a")) or ""
+    )
+    forged = dict(announcement(M2, V2, "a"), text=V3)
+    assert "does not match" in (log.apply(forged) or "")
+    broken = dict(announcement(M2, V2, "a"), text="name: x\n")
+    assert "not a valid model" in (log.apply(broken) or "")
+    assert log.pending is None and _live(log) == [(0, 1)]
+
+
+def test_an_announcement_during_a_switch_is_deferred_not_refused() -> None:
+    log = SwitchLog(partitions=1)
+    log.apply(announcement(M1, V1, "a", at_ms=0))
+    log.apply(announcement(M2, V2, "a"))
+    line = log.apply(announcement(M3, V3, "b"))
+    assert line is not None and "under way" in line
+    assert M3.fingerprint in log.deferred and not log.known(M3)
+    log.apply(report(M2.fingerprint, {0: 50}, "a"))
+    log.apply(announcement(M3, V3, "b"))  # announced again once v2 is made
+    assert log.pending is not None and log.pending.model.version == 3
+    assert not log.deferred
