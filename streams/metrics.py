@@ -256,6 +256,17 @@ class Metrics:
             "time is frozen meanwhile).",
             registry=r,
         )
+        self.model_switch_accounts_total = Counter(
+            "pql_model_switch_accounts",
+            "Accounts decided again by a model switch (each switch, every partition).",
+            registry=r,
+        )
+        self.model_switch_seconds = Histogram(
+            "pql_model_switch_seconds",
+            "Time one partition took to switch every account it owns to a new model version.",
+            buckets=(0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
         self.model_reloads_total = Counter(
             "pql_model_reloads_total",
             "Model files read again (changed, or SIGHUP), by result: announced, invalid, "

@@ -63,6 +63,7 @@ class PartitionWork:
     version: int = 0  # the model version this partition runs (`streams.app.versions`)
     frozen: int | None = None  # stream time frozen here while a switch is agreed
     reported: str = ""  # the announced switch this partition reported for
+    max_clock: int | None = None  # the latest account clock restored (none: no state)
     # Held events and the records to ack (in order, once nothing of theirs is held).
     align: Aligned[Held] = field(init=False)
 
@@ -240,8 +241,7 @@ class AccountStage:
         time stream time reached is made first (`streams.app.versions`)."""
         versions = self.versions
         while (sw := versions.due(work.version)) is not None:
-            until = work.clock.releasable()
-            if until is None or until < sw.at_ms:
+            if not versions.can_switch(work, sw.at_ms):
                 break
             self._release(work, sw.at_ms, rejected)
             self._advance(work, sw.at_ms, force=True)
@@ -469,13 +469,16 @@ class AccountStage:
             await asyncio.sleep(0)
             if self._generation != generation:
                 return
-            schedule = self._work(part).timers.schedule
+            work = self._work(part)
+            schedule = work.timers.schedule
             for account, data in self.table.partition_items(part):
                 if account == MODEL_KEY:
                     continue
                 state = decode(data)
                 if state is None:
                     continue
+                if work.max_clock is None or state.clock > work.max_clock:
+                    work.max_clock = state.clock
                 self.state_sizes[account] = len(data)
                 self.pql_accounts += state.pql
                 if state.segments:

@@ -61,8 +61,10 @@ class Versions:
         switchlog: SwitchLog | None = None,
         send_report: Callable[[str, dict[int, int | None]], None] | None = None,
         make_scorer: Callable[[ModelSwitch], Scorer] | None = None,
+        on_switched: Callable[[int, float], None] | None = None,
     ) -> None:
         self.first = first
+        self.on_switched = on_switched  # (accounts decided again, seconds) per partition
         self.log = switchlog
         self.send_report = send_report
         self._make = make_scorer or (
@@ -95,6 +97,16 @@ class Versions:
                 return work.frozen
         return NO_TIME_END
 
+    @staticmethod
+    def can_switch(work: PartitionWork, at: int) -> bool:
+        """Whether every event before `at` this partition can know of is applied: stream time
+        reached `at`, or the partition's sources have all said they have nothing (an idle app:
+        nothing held, no stream time yet)."""
+        until = work.clock.releasable()
+        if until is not None:
+            return until >= at
+        return work.clock.heard_all and not len(work.align)
+
     def _report(self, work: PartitionWork) -> None:
         """Freeze the partition where it is, and say so (once per announced switch)."""
         pending = self.log.pending if self.log is not None else None
@@ -102,13 +114,16 @@ class Versions:
             return
         bound = applied_bound(work.clock)
         if bound is None:
-            return  # nothing released yet: report once stream time is known
-        work.frozen = bound
+            if not work.clock.heard_all or len(work.align):
+                return  # stream time not known yet: report once it is
+            # Nothing read since the partition was assigned: what its kept state applied.
+            bound = work.max_clock + 1 if work.max_clock is not None else None
+        work.frozen = bound if bound is not None else NO_TIME_END
         work.reported = pending.model.fingerprint
         if self.send_report is not None:
             self.send_report(pending.model.fingerprint, {work.part: bound})
         log.info(
-            "partition %d: stream time frozen at %d for the switch to v%d",
+            "partition %d: stream time frozen at %s for the switch to v%d",
             work.part,
             bound,
             pending.model.version,
@@ -117,6 +132,8 @@ class Versions:
     def switched(self, work: PartitionWork, sw: ModelSwitch, started: float, accounts: int) -> None:
         work.version = sw.model.version
         work.frozen = None
+        if self.on_switched is not None:
+            self.on_switched(accounts, time.monotonic() - started)
         log.info(
             "partition %d: switched to %s v%d at stream time %d (%d accounts decided again "
             "in %.1f s)",

@@ -194,6 +194,11 @@ class StreamClock:
             self.value = candidate
         return self.value
 
+    @property
+    def heard_all(self) -> bool:
+        """Whether every path this clock waits for has sent a mark."""
+        return not self._waiting
+
     def releasable(self) -> int | None:
         """Events older than this may be applied: W, or past everything when all sources are
         idle (None: nothing yet)."""

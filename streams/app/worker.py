@@ -174,6 +174,7 @@ class Pipeline:
                 self.scorer,
                 control.log if control is not None else None,
                 send_report=control.send_report if control is not None else None,
+                on_switched=self._count_switched,
             ),
         )
         self._forward_pending: list[Any] = []
@@ -365,6 +366,10 @@ class Pipeline:
 
     def _count_restored(self, table: str, records: int) -> None:
         self.metrics.state_restored_records_total.labels(table).inc(records)
+
+    def _count_switched(self, accounts: int, seconds: float) -> None:
+        self.metrics.model_switch_accounts_total.inc(accounts)
+        self.metrics.model_switch_seconds.observe(seconds)
 
     def _count_duplicate(self) -> None:
         self.metrics.duplicate_events_total.inc()

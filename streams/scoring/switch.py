@@ -76,7 +76,13 @@ def check_switch(old: Model, new: Model) -> None:
     """Raise `IncompatibleModel` unless `new` can take over `old`'s state at a switch."""
     if old.fingerprint and new.fingerprint == old.fingerprint:
         return
-    if new.name == old.name and new.version == old.version:
+    if new.name != old.name:
+        raise IncompatibleModel(
+            f"the model's name changed ({old.name} -> {new.name}): a renamed model is another "
+            "model (its name is in every transition id and, by default, in the app id); keep "
+            "the name, or deploy it side by side under its own app id"
+        )
+    if new.version == old.version:
         raise IncompatibleModel(
             f"the model changed but its version did not (still {old.name} v{old.version}): "
             "give the new definition a new `version:`, so that its transitions are told apart"

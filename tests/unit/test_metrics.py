@@ -43,6 +43,8 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "pql_model_effective_from_seconds": ("gauge", ()),
     "pql_model_switch_pending": ("gauge", ()),
     "pql_model_reloads": ("counter", ("result",)),
+    "pql_model_switch_accounts": ("counter", ()),
+    "pql_model_switch_seconds": ("histogram", ()),
 }
 
 
@@ -85,6 +87,8 @@ def populated() -> Metrics:
     m.watermark_timestamp_seconds.set(1_790_000_000)
     m.set_model("pql-default", "3", "sha256:abcd")
     m.model_reloads_total.labels("announced").inc()
+    m.model_switch_accounts_total.inc(3)
+    m.model_switch_seconds.observe(0.2)
     return m
 
 

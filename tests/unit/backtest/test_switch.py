@@ -186,6 +186,7 @@ def test_late_events_before_the_switch_are_applied_under_the_new_model() -> None
         (lambda t: t.replace("window: 7d}\n  seats", "window: 3d}\n  seats"), "signal 'msgs'"),
         (lambda t: t.replace("  seats:", "  files: {count: Uploaded}\n  seats:"), "new signal"),
         (lambda t: t.replace('"score >= 100"', '"score >= 90"'), "its version did not"),
+        (lambda t: t.replace("name: chat", "name: talk"), "name changed"),
     ],
 )
 def test_what_cannot_take_over_kept_state_is_refused(edit: Any, message: str) -> None:
