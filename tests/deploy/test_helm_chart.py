@@ -224,7 +224,9 @@ def test_security_context(docs: dict[str, list[dict[str, Any]]]) -> None:
         assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"]
 
 
-def test_model_configmap_and_checksum(docs: dict[str, list[dict[str, Any]]]) -> None:
+def test_model_configmap_reloads_live_or_rolls_the_pods(
+    docs: dict[str, list[dict[str, Any]]],
+) -> None:
     cm = one(docs["default"], "ConfigMap")
     model = yaml.safe_load(cm["data"]["model.yaml"])
     assert model["name"] == "weighted-demo" and model["version"] == 1
@@ -232,21 +234,35 @@ def test_model_configmap_and_checksum(docs: dict[str, list[dict[str, Any]]]) -> 
     assert {"name": "model", "configMap": {"name": cm["metadata"]["name"]}} in pod["spec"][
         "volumes"
     ]
-    before = pod["metadata"]["annotations"]["checksum/model"]
-    assert len(before) == 64
-    vals = _tools.values("default")
-    changed = (
-        _tools.helm()
-        .Chart.load(str(CHART))
-        .values["model"]["content"]
-        .replace("version: 1", "version: 2")
+    # Mounted as a directory (no subPath): the kubelet's updates reach the running worker.
+    mount = next(
+        m for m in worker_container(docs["default"])["volumeMounts"] if m["name"] == "model"
     )
-    after_docs = _tools.manifests(_tools.render({**vals, "model": {"content": changed}}))
-    after = one(after_docs, "StatefulSet")["spec"]["template"]["metadata"]["annotations"][
-        "checksum/model"
-    ]
-    assert after != before, "a model change must change the pod template (rolling restart)"
+    assert "subPath" not in mount
+    vals = _tools.values("default")
+    with _tools.helm().Chart.load(str(CHART)) as chart:
+        defaults = chart.values["model"]
+    content = defaults["content"]
+    changed = content.replace("version: 1", "version: 2")
+    notes_path = "pql-streams/templates/NOTES.txt"
+
+    def render(reload: str, text: str) -> dict[str, str]:
+        return _tools.render({**vals, "model": {"content": text, "reload": reload}})
+
+    def template(reload: str, text: str) -> dict[str, Any]:
+        return one(_tools.manifests(render(reload, text)), "StatefulSet")["spec"]["template"]
+
+    # live (the default): a changed model leaves the pod template alone (no rolling restart).
+    assert defaults["reload"] == "live"
+    assert "checksum/model" not in pod["metadata"]["annotations"]
+    assert template("live", changed) == template("live", content)
+    assert "applied live, without restarting the pods" in render("live", content)[notes_path]
+    # restart: the ConfigMap checksum is a pod annotation, so a changed model rolls the pods.
+    before = template("restart", content)["metadata"]["annotations"]["checksum/model"]
+    after = template("restart", changed)["metadata"]["annotations"]["checksum/model"]
+    assert len(before) == 64 and after != before
     assert hashlib.sha256(b"").hexdigest() not in {before, after}
+    assert "roll the pods" in render("restart", content)[notes_path]
 
 
 def test_optional_monitoring(docs: dict[str, list[dict[str, Any]]]) -> None:

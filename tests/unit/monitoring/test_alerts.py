@@ -24,6 +24,8 @@ EXPECTED_ALERTS = {
     "PqlDlqRateHigh",
     "PqlCommitsStalled",
     "PqlWorkerNotReady",
+    "PqlModelChangeRefused",
+    "PqlModelSwitchStuck",
     "PqlFrequentRebalances",
 }
 
