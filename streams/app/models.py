@@ -172,11 +172,15 @@ class ModelControl:
         self.metrics.model_switch_pending.set(1 if self.log.pending is not None else 0)
 
     def send_report(self, model_id: str, bounds: dict[int, int | None]) -> None:
-        self._send(report(model_id, bounds, self.worker_id))
+        """Queued, not awaited (on the event loop): the reader thread sees it come back."""
+        self._send(report(model_id, bounds, self.worker_id), wait=False)
 
-    def _send(self, record: dict[str, Any]) -> None:
+    def _send(self, record: dict[str, Any], wait: bool = True) -> None:
         self._producer.produce(self.topic, orjson.dumps(record), key=record["type"].encode())
-        self._producer.flush(10)
+        if wait:
+            self._producer.flush(10)
+        else:
+            self._producer.poll(0)
 
     # -- the model file ---------------------------------------------------------------------
     def check_file(self) -> None:

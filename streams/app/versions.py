@@ -112,6 +112,13 @@ class Versions:
         pending = self.log.pending if self.log is not None else None
         if pending is None or work.reported == pending.model.fingerprint:
             return
+        logged = pending.reports.get(work.part)
+        if logged is not None:
+            # Reported already, by this partition's previous owner: freeze where it did (this
+            # owner has applied nothing yet; what it re-reads may run past that report).
+            work.frozen = logged
+            work.reported = pending.model.fingerprint
+            return
         bound = applied_bound(work.clock)
         if bound is None:
             if not work.clock.heard_all or len(work.align):

@@ -90,3 +90,14 @@ def test_a_partition_switches_only_once_stream_time_reached_the_switch() -> None
     assert versions.can_switch(work, 8_000)
     assert versions.scorer(2).model.version == 2
     assert versions.scorer(2).effective_from_ms == 8_000
+
+
+def test_a_new_owner_freezes_where_the_previous_owner_reported() -> None:
+    """A partition reported, then moved to another worker before the switch was agreed: the new
+    owner (which re-reads marks that may run past that report) freezes at the report."""
+    versions, log, sent = _setup()
+    log.apply(announcement(M2, V2, "a"))
+    log.apply(report(M2.fingerprint, {0: 5_000}, "old owner"))
+    work = _work(0)
+    work.clock.merge({0: (9_000, 10, True), 1: (9_500, 4, True)})
+    assert versions.limit(work) == 5_000 and not sent
