@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from streams.app.switchlog import SwitchLog, announcement, report
 from streams.io.kafka_config import consumer_config, producer_config
@@ -91,12 +98,20 @@ class ModelControl:
 
     def _read_to_end(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        try:
-            low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, 0), timeout=timeout_s
-            )
-        except KafkaException as exc:
-            raise RuntimeError(f"cannot read the model log {self.topic}: {exc}") from exc
+        while True:
+            try:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, 0), timeout=max(deadline - time.monotonic(), 1.0)
+                )
+                break
+            except KafkaException as exc:
+                # A topic just created may have no leader yet (NOT_LEADER_FOR_PARTITION,
+                # LEADER_NOT_AVAILABLE): retried until the deadline.
+                err = exc.args[0] if exc.args else None
+                retriable = err is not None and (err.retriable() or err.code() in _NO_LEADER)
+                if not retriable or time.monotonic() > deadline:
+                    raise RuntimeError(f"cannot read the model log {self.topic}: {exc}") from exc
+                time.sleep(0.25)
         self._next = max(self._next, low)
         while self._next < high:
             if time.monotonic() > deadline:
@@ -241,6 +256,15 @@ class ModelControl:
         log.info("announcing the switch to %s v%d", model.name, model.version)
         self.metrics.model_reloads_total.labels("announced").inc()
         self._send(announcement(model, text, self.worker_id))
+
+
+_NO_LEADER = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._TIMED_OUT,
+}
 
 
 def _digest(text: str) -> str:

@@ -25,6 +25,7 @@ from streams.io.simulate import generate
 from streams.scoring.transitions import iso_ms
 from tests.integration.worker_harness import (
     EXAMPLES,
+    PARTITIONS,
     TopicReader,
     WorkerNames,
     WorkerProc,
@@ -98,11 +99,12 @@ def _rest_as_the_backtest_says(
     names: WorkerNames,
     parts: list[Path],
     at: int,
-    flowing: threading.Thread,
+    flowing: threading.Thread | None,
     tmp_path: Path,
 ) -> None:
     """The rest of the events, then: the transitions are `pql backtest --switch-model`'s."""
-    flowing.join(60)
+    if flowing is not None:
+        flowing.join(60)
     produce(w.bootstrap, names.input_topic, parts[2])
     v4 = tmp_path / "v4.yaml"
     v4.write_text(V4)
@@ -203,3 +205,42 @@ def test_a_configmap_update_seen_by_two_workers_apart_is_one_switch(
         for w in (wa, wb)
     ]
     assert sorted(announced) == [0, 1], announced
+
+
+def test_a_worker_restarted_with_a_newer_model_switches_from_its_kept_state(
+    workers: Workers,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The chart's `model.reload: restart`: the worker stops, its file changes, it starts again
+    on its kept state and makes the switch; a second restart with the same file switches
+    nothing again."""
+    bootstrap = workers.bootstrap
+    events = name_accounts(generate(accounts=24, days=12, seed=23))
+    third = len(events) // 3
+    parts = write_parts(tmp_path, events, 3)
+    model = tmp_path / "model.yaml"
+    model.write_text(V3)
+    names = WorkerNames.unique("restart")
+    names.create_topics(bootstrap)
+    reader = workers.reader(names.output_topic)
+    w = workers.start(model, names)
+    produce(bootstrap, names.input_topic, parts[0])
+    wait_consumed([w], names.input_topic, third, 60)
+    time.sleep(w.settle)  # what it read is applied and flushed
+    assert w.stop() == 0
+    model.write_text(V4)
+    w.start()
+    w.wait_ready()
+    flowing = produce_in_background(bootstrap, names.input_topic, parts[1], rate=third / 6)
+    at = _switch_time([w])
+    text = w.log_path.read_text(errors="replace")
+    assert text.count("announcing the switch to team-chat v4") == 1
+    flowing.join(60)
+    assert w.stop() == 0
+    w.start()  # the same file again: v4 is live, nothing to announce or switch
+    w.wait_ready()
+    _rest_as_the_backtest_says(w, reader, names, parts, at, None, tmp_path)
+    text = w.log_path.read_text(errors="replace")
+    assert text.count("announcing the switch") == 1
+    # Each partition switched once (the third run found its version in its table).
+    assert len(re.findall(r"partition \d: switched to team-chat v4", text)) == PARTITIONS
