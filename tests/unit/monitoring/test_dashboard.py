@@ -107,6 +107,9 @@ def test_required_panels_present() -> None:
         "State bytes": "pql_state_bytes",
         "Rebalances": "pql_rebalances_total",
         "Ready / recovery": "pql_recovery_in_progress",
+        "Live model version": "pql_model_switch_pending",
+        "Model reloads by result": "pql_model_reloads_total",
+        "Model switches": "pql_model_switch_seconds_bucket",
     }
     for title, metric in required.items():
         assert title in by_title, f"missing panel {title!r}"
