@@ -78,6 +78,10 @@ def format_transition(t: Mapping[str, Any], top: int = TOP_REASONS) -> Transitio
     segment = t.get("segment")
     if segment:
         kind = f"{kind} {segment}"
+    if t.get("trigger") == "model_change":  # a new model version decided it, at its switch
+        model = t.get("model")
+        version = model.get("version", "?") if isinstance(model, Mapping) else "?"
+        kind = f"{kind} (switch to v{version})"
     previous, score = t.get("previous_score"), t.get("score")
     score_text = f"{_num(previous)} -> {_num(score)}" if previous is not None else _num(score)
     raw_reasons = t.get("reasons")

@@ -67,3 +67,11 @@ def test_decode_transition() -> None:
     assert decode_transition(b"[1]") is None
     assert decode_transition(b"nope") is None
     assert decode_transition(None) is None
+
+
+def test_a_model_change_says_which_version_decided_it() -> None:
+    t = {**BASE, "trigger": "model_change", "message_id": None}
+    t["model"] = {"name": "team-chat", "version": 4, "effective_from": t["occurred_at"]}
+    assert format_transition(t).kind.endswith("(switch to v4)")
+    assert "switch" not in format_transition(BASE).kind
+    assert format_transition({**t, "model": "odd"}).kind.endswith("(switch to v?)")
