@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -95,3 +97,22 @@ def log_task_stacks() -> None:
     out = io.StringIO()
     cry(file=out)
     log.error("stacks of the worker's threads and tasks:\n%s", out.getvalue())
+
+
+# A failed worker's stop (Faust stopping its agents, committing, leaving the group) was seen to
+# wait 30 s on a broker that would not answer: past this, the process exits regardless. At-least-
+# once makes that safe: nothing was committed past what was delivered.
+FAIL_EXIT_S = 15.0
+
+
+def exit_if_stuck_stopping(after_s: float) -> None:
+    """From now on, the process has `after_s` seconds to end on its own; then it exits (1)."""
+
+    def hard_exit() -> None:
+        log.error("the failed worker did not stop within %.0f s: exiting now", after_s)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(after_s, hard_exit)
+    timer.daemon = True
+    timer.start()

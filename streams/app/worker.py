@@ -32,7 +32,14 @@ from streams.app.accounts import AccountStage
 from streams.app.broker_watch import BrokerWatch
 from streams.app.dlq import dlq_headers
 from streams.app.faust_transport import install as install_transport
-from streams.app.health import StallGuard, WorkerStalled, log_task_stacks, readiness
+from streams.app.health import (
+    FAIL_EXIT_S,
+    StallGuard,
+    WorkerStalled,
+    exit_if_stuck_stopping,
+    log_task_stacks,
+    readiness,
+)
 from streams.app.ingest import IngestConfig
 from streams.app.ingest.process import IngestProcess
 from streams.app.models import ModelControl
@@ -285,13 +292,18 @@ class Pipeline:
     async def _check_health(self) -> None:
         """The ingest process and the sink are part of the worker: if either failed, so does
         the worker (its supervisor restarts it; nothing was committed past what was
-        delivered). So does a worker stuck unready (`streams.app.health`)."""
-        self.ingest.check()
-        self.sink.check()
+        delivered). So does a worker stuck unready (`streams.app.health`). Failing, it stops
+        as Faust stops; if that does not end within `FAIL_EXIT_S`, the process exits anyway."""
         try:
-            self.stall_guard.check(readiness(self), time.monotonic())
-        except WorkerStalled:
-            log_task_stacks()
+            self.ingest.check()
+            self.sink.check()
+            try:
+                self.stall_guard.check(readiness(self), time.monotonic())
+            except WorkerStalled:
+                log_task_stacks()
+                raise
+        except Exception:
+            exit_if_stuck_stopping(FAIL_EXIT_S)
             raise
 
     async def _drain_models(self) -> None:

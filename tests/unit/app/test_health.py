@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
 
 from streams.app.health import Readiness, StallGuard, WorkerStalled
@@ -50,3 +54,18 @@ def test_zero_turns_it_off() -> None:
     guard = StallGuard(0)
     guard.check(STUCK, 0.0)
     guard.check(STUCK, 1e9)
+
+
+def test_a_failed_worker_that_does_not_stop_exits_anyway() -> None:
+    """The hard exit after a failure: the process ends with 1 even if it would hang."""
+    code = (
+        "from streams.app.health import exit_if_stuck_stopping as e\n"
+        "import time\n"
+        "e(0.3)\n"
+        "time.sleep(30)\n"
+    )
+    started = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert res.returncode == 1
+    assert time.monotonic() - started < 10
+    assert "did not stop within 0 s: exiting now" in res.stderr
