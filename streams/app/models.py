@@ -40,7 +40,6 @@ from streams.metrics import Metrics
 from streams.model.errors import ModelError
 from streams.model.loader import parse_model
 from streams.model.spec import Model
-from streams.scoring.switch import IncompatibleModel, check_switch
 
 log = logging.getLogger("streams.models")
 
@@ -235,20 +234,14 @@ class ModelControl:
             if not at_start:
                 log.info("model file read again: %s v%d, nothing new", model.name, model.version)
             return
-        try:
-            if model.version <= cur.model.version:
-                raise IncompatibleModel(
-                    f"its version ({model.version}) is not after the live one's "
-                    f"({cur.model.version}): versions only grow"
-                )
-            check_switch(cur.model, model)
-        except IncompatibleModel as exc:
+        why = self.log.refusal(model)  # checked before announcing: every worker would refuse it
+        if why is not None:
             log.error(
                 "not switching to %s (%s v%d): %s; the live v%d keeps serving",
                 self.model_path,
                 model.name,
                 model.version,
-                exc,
+                why,
                 cur.model.version,
             )
             self.metrics.model_reloads_total.labels("refused").inc()

@@ -91,6 +91,23 @@ class SwitchLog:
             or fp in self.refused
         )
 
+    def refusal(self, model: Model) -> str | None:
+        """Why `model` cannot follow the live one (None: it can). Versions only grow, and the
+        new model must take over the kept state (`streams.scoring.switch.check_switch`)."""
+        cur = self.current
+        if cur is None:
+            return "the app has no model yet to switch from"
+        if model.version <= cur.model.version:
+            return (
+                f"its version ({model.version}) is not after the live one's "
+                f"({cur.model.version}): versions only grow"
+            )
+        try:
+            check_switch(cur.model, model)
+        except IncompatibleModel as exc:
+            return str(exc)
+        return None
+
     def next_after(self, version: int) -> ModelSwitch | None:
         """The first switch made to a version after `version`."""
         for sw in self.live:
@@ -130,16 +147,9 @@ class SwitchLog:
                 f"v{self.pending.model.version} is under way (it is announced again once that "
                 "one is made)"
             )
-        if model.version <= cur.model.version:
-            return self._refuse(
-                model_id,
-                f"its version ({model.version}) is not after the live one's "
-                f"({cur.model.version}): versions only grow",
-            )
-        try:
-            check_switch(cur.model, model)
-        except IncompatibleModel as exc:
-            return self._refuse(model_id, str(exc))
+        why = self.refusal(model)
+        if why is not None:
+            return self._refuse(model_id, why)
         self.deferred.discard(model_id)
         self.pending = Pending(model)
         return (

@@ -93,6 +93,18 @@ def _check_after_switch(got: list[dict], at: int) -> None:
             assert t["model"]["version"] == 3
 
 
+def _scenario(
+    pool: Workers, tmp_path: Path, tag: str
+) -> tuple[list[Path], int, WorkerNames, TopicReader]:
+    """The history in three parts (and a third's size), the app's topics, a reader of its
+    transitions."""
+    events = name_accounts(generate(accounts=24, days=12, seed=23))
+    parts = write_parts(tmp_path, events, 3)
+    names = WorkerNames.unique(tag)
+    names.create_topics(pool.bootstrap)
+    return parts, len(events) // 3, names, pool.reader(names.output_topic)
+
+
 def _rest_as_the_backtest_says(
     w: WorkerProc,
     reader: TopicReader,
@@ -121,14 +133,9 @@ def test_sighup_applies_a_newer_model_from_kept_state_and_refuses_an_invalid_one
     tmp_path: Path,
 ) -> None:
     bootstrap = workers.bootstrap
-    events = name_accounts(generate(accounts=24, days=12, seed=23))
-    third = len(events) // 3
-    parts = write_parts(tmp_path, events, 3)
+    parts, third, names, reader = _scenario(workers, tmp_path, "sighup")
     model = tmp_path / "model.yaml"
     model.write_text(V3)
-    names = WorkerNames.unique("sighup")
-    names.create_topics(bootstrap)
-    reader = workers.reader(names.output_topic)
     w = workers.start(model, names, extra_args=["--model-poll", "0"])
     assert w.proc is not None
     pid = w.proc.pid
@@ -180,12 +187,7 @@ def test_a_configmap_update_seen_by_two_workers_apart_is_one_switch(
     tmp_path: Path,
 ) -> None:
     bootstrap = workers.bootstrap
-    events = name_accounts(generate(accounts=24, days=12, seed=23))
-    third = len(events) // 3
-    parts = write_parts(tmp_path, events, 3)
-    names = WorkerNames.unique("configmap")
-    names.create_topics(bootstrap)
-    reader = workers.reader(names.output_topic)
+    parts, third, names, reader = _scenario(workers, tmp_path, "configmap")
     pod_a, pod_b = tmp_path / "pod-a", tmp_path / "pod-b"
     wa = workers.start(_configmap(pod_a, V3), names, name="w1")
     wb = workers.start(_configmap(pod_b, V3), names, name="w2")
@@ -215,14 +217,9 @@ def test_a_worker_restarted_with_a_newer_model_switches_from_its_kept_state(
     on its kept state and makes the switch; a second restart with the same file switches
     nothing again."""
     bootstrap = workers.bootstrap
-    events = name_accounts(generate(accounts=24, days=12, seed=23))
-    third = len(events) // 3
-    parts = write_parts(tmp_path, events, 3)
+    parts, third, names, reader = _scenario(workers, tmp_path, "restart")
     model = tmp_path / "model.yaml"
     model.write_text(V3)
-    names = WorkerNames.unique("restart")
-    names.create_topics(bootstrap)
-    reader = workers.reader(names.output_topic)
     w = workers.start(model, names)
     produce(bootstrap, names.input_topic, parts[0])
     wait_consumed([w], names.input_topic, third, 60)
