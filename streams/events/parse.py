@@ -209,14 +209,12 @@ def _from_obj(obj: object, raw: bytes | None, now_ms: float | None = None) -> Ev
         if ctx_group is not None:
             if not isinstance(ctx_group, str):
                 return _wrong_type("$.context.groupId", "a string (the account id)", ctx_group)
+            if ctx_group.startswith("\x00"):
+                return _nul_id("$.context.groupId", ctx_group)
             if account_id is None and ctx_group:
                 account_id = ctx_group
-    if account_id is not None and account_id.startswith("\x00"):
-        # Keys starting with NUL are the worker's own, in the accounts table.
-        where = "$.groupId" if group_id is not None else "$.context.groupId"
-        return _wrong_type(
-            where, "an account id that does not start with a NUL character", account_id
-        )
+    if group_id is not None and group_id.startswith("\x00"):
+        return _nul_id("$.groupId", group_id)
 
     if view_name is not None:
         page_name = obj.get("name")
@@ -286,6 +284,11 @@ def _bad_type(value: Any, present: bool) -> Reject:
     else:
         detail = f"`type` must be a string ({_ACCEPTED_TYPES}), got {_describe(value)}"
     return Reject(RejectReason.INVALID_TYPE, detail, "$.type")
+
+
+def _nul_id(path: str, got: str) -> Reject:
+    """Keys starting with NUL are the worker's own, in the accounts table."""
+    return _wrong_type(path, "an account id that does not start with a NUL character", got)
 
 
 def _wrong_type(path: str, expected: str, got: Any) -> Reject:
