@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,12 +39,36 @@ class BrokerStartError(RuntimeError):
     """The broker could not be started or did not become ready."""
 
 
+# Listening ports are picked below the OS's ephemeral range: a port from inside it can be handed
+# to any outgoing connection on this machine as its local port while the listener is stopped
+# (a broker stopped and started again on the same port), and then the listener cannot have it.
+_LISTEN_PORTS_FROM = 20000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS picks it; a tiny race remains)."""
+    """A TCP port nothing uses right now, below the ephemeral range where there is room (a tiny
+    race remains: another process may take it before its listener binds)."""
+    top = _ephemeral_low()
+    if top - _LISTEN_PORTS_FROM >= 1000:
+        for _ in range(200):
+            port = random.randrange(_LISTEN_PORTS_FROM, top)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))  # no SO_REUSEADDR: a port in TIME_WAIT counts as used
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        chosen: int = s.getsockname()[1]
+        return chosen
 
 
 def port_is_free(host: str, port: int) -> bool:

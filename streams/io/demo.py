@@ -45,6 +45,7 @@ from typing import IO
 
 import click
 
+from streams.broker.child import free_port
 from streams.io import simulate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,14 +64,6 @@ class DemoError(Exception):
 
 class _Terminated(Exception):
     """Raised from the SIGTERM/SIGHUP handler so the `finally` clean-up runs like for Ctrl-C."""
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it; racy only in theory)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from streams.broker.child import tail
+from streams.broker.child import tail, tcp_accepts
 from streams.broker.embedded import EmbeddedBroker, free_port
 from streams.broker.kafka import KafkaBroker
 from streams.io.simulate import generate
@@ -80,11 +81,59 @@ def _diagnose(w: WorkerProc, broker: KafkaBroker | None) -> str:
         with contextlib.suppress(OSError):
             os.kill(w.proc.pid, signal.SIGUSR1)
         time.sleep(3)
-    broker_log = tail(broker.log_path, 40) if broker is not None else "(not asked)"
+    state = f"running (pid {w.proc.pid})" if w.running and w.proc else f"exited ({w.returncode()})"
+    if broker is None:
+        broker_state = "(not asked)"
+    else:
+        listening = tcp_accepts(broker.host, broker.port)
+        broker_state = (
+            f"{broker!r}, accepts on {broker.port}: {listening}\n{_sockets(broker.port)}\n"
+            f"--- broker log ---\n{tail(broker.log_path, 40)}"
+        )
     return (
-        f"/readyz: {readyz}\n--- worker log (after SIGUSR1) ---\n{w.log_tail(300)}\n"
-        f"--- broker log ---\n{broker_log}"
+        f"/readyz: {readyz}\nworker: {state}\n--- worker log (after SIGUSR1; librdkafka's "
+        f"connection errors summed up) ---\n{_without_rdkafka_noise(w.log_tail(600))}\n"
+        f"--- broker ---\n{broker_state}"
     )
+
+
+def _sockets(port: int) -> str:
+    """Every socket on this machine using `port` (a stale connection holding a listener's port
+    shows here)."""
+    try:
+        out = subprocess.run(
+            ["ss", "-tanp", f"( sport = :{port} or dport = :{port} )"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"(ss: {e})"
+    return out.strip()[:4000]
+
+
+def _without_rdkafka_noise(log: str) -> str:
+    """The log with librdkafka's per-attempt connection errors replaced by one line per run of
+    them (how many, first and last time): they otherwise fill the whole tail."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def close_run() -> None:
+        if run:
+            first, last = run[0].split("|")[1], run[-1].split("|")[1]
+            out.append(
+                f"[{len(run)} librdkafka connection errors from {first} to {last}: {run[-1]}]"
+            )
+            run.clear()
+
+    for line in log.splitlines():
+        if line.startswith("%3|") and "|FAIL|" in line:
+            run.append(line)
+        else:
+            close_run()
+            out.append(line)
+    close_run()
+    return "\n".join(out[-300:])
 
 
 def test_broker_stopped_mid_stream_and_started_again(
@@ -118,8 +167,13 @@ def test_broker_stopped_mid_stream_and_started_again(
     restarts: list[float] = []
 
     def ready_or_supervised() -> bool:
-        if not w.running and "has not been ready for" in w.log_path.read_text(errors="replace"):
-            assert w.returncode() == 1, w.log_tail()
+        if not w.running:
+            log = w.log_path.read_text(errors="replace")
+            guarded = log.count("has not been ready for") > len(restarts)
+            assert guarded and w.returncode() == 1, (
+                f"the worker exited ({w.returncode()}), not by its stall guard:\n"
+                + _diagnose(w, broker)
+            )
             restarts.append(time.monotonic())
             w.start()
         return _ready(w)
