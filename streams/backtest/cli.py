@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -19,6 +20,7 @@ from streams.model.durations import DurationError, parse_duration
 from streams.model.errors import ModelError
 from streams.model.loader import load_model
 from streams.model.spec import Model
+from streams.scoring.shadow import ShadowStart, check_shadow
 from streams.scoring.switch import IncompatibleModel, ModelSwitch, check_switch
 from streams.scoring.transitions import iso_ms
 
@@ -58,6 +60,22 @@ from streams.scoring.transitions import iso_ms
     "previous one kept, as a live switch does; TIME is the `model.effective_from` of the live "
     "worker's transitions. Repeatable.",
 )
+@click.option(
+    "--shadow",
+    "shadow_specs",
+    multiple=True,
+    metavar="TIME=FILE",
+    help="From stream time TIME on, the model in FILE runs as a shadow beside the live one, as "
+    "in the worker (`--shadow`): it decides every account without changing the live "
+    "decisions; its transitions go to --shadow-out. A later --switch-model to the same file "
+    "is its promotion. Repeatable.",
+)
+@click.option(
+    "--shadow-out",
+    "shadow_out_path",
+    type=click.Path(dir_okay=False),
+    help="Write the shadow models' transitions (JSONL).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def backtest(
     model_path: str,
@@ -69,12 +87,17 @@ def backtest(
     max_disorder: str,
     received_by: str,
     switch_specs: tuple[str, ...],
+    shadow_specs: tuple[str, ...],
+    shadow_out_path: str | None,
     quiet: bool,
 ) -> None:
     """Replay EVENTS (JSONL, optionally gzipped; - for stdin) through MODEL offline."""
     console = Console(stderr=True)
     model = load_model_or_exit(model_path)
     switches = _parse_switches(model, switch_specs)
+    shadows = _parse_shadows(model, switches, shadow_specs)
+    if shadow_out_path and not shadows:
+        raise click.BadParameter("--shadow-out without any --shadow", param_hint="--shadow-out")
     for p in events:
         if p != "-" and not os.path.exists(p):
             raise click.ClickException(f"no such events file: {p}")
@@ -82,13 +105,9 @@ def backtest(
     disorder_ms = _parse_disorder(max_disorder)
     received_by_ms = parse_received_by(received_by)
     out: IO[bytes] | None = open(out_path, "wb") if out_path else None  # noqa: SIM115
-    sink = None
-    if out is not None:
-        write = out.write
-        dumps = orjson.dumps
-
-        def sink(t: dict[str, Any]) -> None:
-            write(dumps(t) + b"\n")
+    shadow_out: IO[bytes] | None = (
+        open(shadow_out_path, "wb") if shadow_out_path else None  # noqa: SIM115
+    )
 
     total = sum(os.path.getsize(p) for p in events if p != "-")
     try:
@@ -106,23 +125,32 @@ def backtest(
             summary = run_backtest(
                 model,
                 [Path(p) if p != "-" else p for p in events],
-                sink=sink,
+                sink=_jsonl_sink(out),
                 conversion_event=conversion_event,
                 until=until_ms,
                 max_disorder_ms=disorder_ms,
                 received_by_ms=received_by_ms,
                 progress=lambda done: bar.update(task, completed=done),
                 switches=switches,
+                shadows=shadows,
+                shadow_sink=_jsonl_sink(shadow_out),
             )
     finally:
-        if out is not None:
-            out.close()
+        for f in (out, shadow_out):
+            if f is not None:
+                f.close()
     summary["model"] = {"name": model.name, "version": model.version}
     for sw in switches:
         if not any(done["at"] == iso_ms(sw.at_ms) for done in summary.get("switches", [])):
             console.print(
                 f"[yellow]the switch to {sw.model.name} v{sw.model.version} at "
                 f"{iso_ms(sw.at_ms)} is after the history's end (and --until): not made[/yellow]"
+            )
+    for sh in shadows:
+        if not any(done["at"] == iso_ms(sh.at_ms) for done in summary.get("shadows", [])):
+            console.print(
+                f"[yellow]the shadow {sh.model.name} v{sh.model.version} from "
+                f"{iso_ms(sh.at_ms)} is after the history's end (and --until): not run[/yellow]"
             )
     if report_path:
         Path(report_path).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
@@ -142,8 +170,21 @@ def load_model_or_exit(path: str) -> Model:
         raise click.ClickException(f"cannot read the model {path}: {exc}") from exc
 
 
-def _parse_switches(first: Model, specs: tuple[str, ...]) -> list[ModelSwitch]:
-    switches = []
+def _jsonl_sink(out: IO[bytes] | None) -> Callable[[dict[str, Any]], None] | None:
+    if out is None:
+        return None
+    write = out.write
+    dumps = orjson.dumps
+
+    def sink(t: dict[str, Any]) -> None:
+        write(dumps(t) + b"\n")
+
+    return sink
+
+
+def _timed_models(specs: tuple[str, ...], option: str) -> list[tuple[int, Model]]:
+    """TIME=FILE specs -> (epoch ms, model), in time order."""
+    out = []
     for spec in specs:
         at_text, sep, path = spec.partition("=")
         at = iso_to_epoch_ms(at_text.strip()) if sep else None
@@ -151,10 +192,37 @@ def _parse_switches(first: Model, specs: tuple[str, ...]) -> list[ModelSwitch]:
             raise click.BadParameter(
                 f"{spec!r}: expected TIME=FILE, an ISO-8601 instant, '=' and a model file "
                 "(e.g. 2026-03-01T00:00:00Z=model-v2.yaml)",
-                param_hint="--switch-model",
+                param_hint=option,
             )
-        switches.append(ModelSwitch(at, load_model_or_exit(path)))
-    switches.sort(key=lambda sw: sw.at_ms)
+        out.append((at, load_model_or_exit(path)))
+    out.sort(key=lambda x: x[0])
+    return out
+
+
+def _parse_shadows(
+    first: Model, switches: list[ModelSwitch], specs: tuple[str, ...]
+) -> list[ShadowStart]:
+    shadows = [ShadowStart(at, m) for at, m in _timed_models(specs, "--shadow")]
+    seen: set[int] = set()
+    for sh in shadows:
+        live = first
+        for sw in switches:
+            if sw.at_ms <= sh.at_ms:
+                live = sw.model
+        try:
+            if sh.model.version in seen:
+                raise IncompatibleModel("another --shadow has the same version: one per version")
+            check_shadow(live, sh.model)
+        except IncompatibleModel as exc:
+            raise click.ClickException(
+                f"cannot run {sh.model.source_path} as a shadow from {iso_ms(sh.at_ms)}: {exc}."
+            ) from exc
+        seen.add(sh.model.version)
+    return shadows
+
+
+def _parse_switches(first: Model, specs: tuple[str, ...]) -> list[ModelSwitch]:
+    switches = [ModelSwitch(at, m) for at, m in _timed_models(specs, "--switch-model")]
     previous = first
     for sw in switches:
         try:
@@ -214,6 +282,8 @@ def _print_summary(
     title = f"Backtest of {s['model']['name']} v{s['model']['version']}"
     for sw in s.get("switches", []):
         title += f", switched to {sw['model']} v{sw['version']} at {sw['at']}"
+    for sh in s.get("shadows", []):
+        title += f", shadow v{sh['version']} from {sh['at']} ({sh['transitions']:,} transitions)"
     t = Table(title=title, show_header=False)
     t.add_column(style="bold")
     t.add_column(justify="right")

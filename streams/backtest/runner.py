@@ -20,6 +20,10 @@ Model switches (`pql backtest --switch-model TIME=FILE`) happen as in the worker
 (`streams.scoring.switch`): before the first event at or after TIME is applied (or when time is
 advanced past it at the end), every account is advanced to TIME under the old model and decided
 again under the new one there.
+
+Shadow models (`pql backtest --shadow TIME=FILE`, `streams.scoring.shadow`) start the same way
+at TIME and then decide every account beside the live model; their transitions go to their own
+sink. A switch to a shadow's model (its promotion) takes the shadow's decisions as they are.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from streams.events.timestamps import iso_to_epoch_ms
 from streams.events.types import Event, Reject
 from streams.model.spec import Model
 from streams.scoring.engine import Scorer
-from streams.scoring.switch import ModelSwitch, check_switch, switch_account
+from streams.scoring.shadow import ShadowStart, check_shadow, start_shadow
+from streams.scoring.switch import IncompatibleModel, ModelSwitch, check_switch, switch_account
 from streams.scoring.timers import ExpiryIndex
 from streams.scoring.transitions import iso_ms
 from streams.state.account import AccountState
@@ -49,6 +54,7 @@ from streams.state.account import AccountState
 TransitionSink = Callable[[dict[str, Any]], None]
 DEFAULT_MAX_DISORDER_MS = 3_600_000
 _NONE = -(2**62)
+_NEVER = 2**62
 
 
 @contextmanager
@@ -105,13 +111,18 @@ class Backtest:
         max_disorder_ms: int = DEFAULT_MAX_DISORDER_MS,
         received_by_ms: float | Literal["now"] | None = "now",
         switches: Sequence[ModelSwitch] = (),
+        shadows: Sequence[ShadowStart] = (),
+        shadow_sink: TransitionSink | None = None,
     ) -> None:
         """`received_by_ms`: when the history was received (its export); an event without
         `receivedAt` timestamped past it (plus the skew tolerance) comes from a wrong clock and
         is rejected as the live worker rejects it. Default: the wall clock now; None: no check
         (for histories dated in the future, e.g. synthetic ones). `switches`: later model
         versions and the stream time each takes over at (raises `IncompatibleModel` for one
-        that cannot take over its predecessor's state)."""
+        that cannot take over its predecessor's state). `shadows`: candidate models and the
+        stream time each starts running beside the live one at; their transitions go to
+        `shadow_sink` (raises `IncompatibleModel` for one that cannot shadow the model live
+        then)."""
         self.model = model
         self.received_by_ms = time.time() * 1000 if received_by_ms == "now" else received_by_ms
         self._now_ms = now_ms
@@ -122,6 +133,21 @@ class Backtest:
             check_switch(previous, sw.model)
             previous = sw.model
         self.switched: list[ModelSwitch] = []  # the switches made so far
+        self.shadows = sorted(shadows, key=lambda sh: sh.at_ms)
+        versions = [sh.model.version for sh in self.shadows]
+        if len(set(versions)) < len(versions):
+            raise IncompatibleModel("two shadow models of the same version: one per version")
+        for sh in self.shadows:
+            live = model
+            for sw in self.switches:
+                if sw.at_ms <= sh.at_ms:
+                    live = sw.model
+            check_shadow(live, sh.model)
+        self.shadows_started: list[ShadowStart] = []
+        self.shadow_sink = shadow_sink
+        self.shadow_transitions: dict[int, int] = {}  # per shadow version
+        # The first instant a switch or a shadow start is due at (none: never).
+        self._next_change = self._due_at()
         self.router = Router(self.scorer.plan.user_traits)
         self.states: dict[str, AccountState] = {}
         self.timers = ExpiryIndex()
@@ -163,7 +189,7 @@ class Backtest:
 
     def apply_event(self, ev: Event, line_no: int = 0) -> None:
         """Route and apply one event now, whatever its order (`feed_event` orders them)."""
-        if self.switches and ev.ts >= self.switches[0].at_ms:
+        if ev.ts >= self._next_change:
             self._switch_until(ev.ts)
         deliveries, reject = self.router.route(ev)
         if reject is not None:
@@ -188,6 +214,8 @@ class Backtest:
         self.summary.on_event(account, ev.ts, ev.event)
         if outcome.transitions:
             self._emit(outcome.transitions)
+        if self.scorer.shadow_out:
+            self._emit_shadow(self.scorer.take_shadow())
         self.timers.schedule(account, state.next_expiry)
 
     def advance_watermark(self, until: int) -> None:
@@ -199,6 +227,8 @@ class Backtest:
         for account in self.timers.pop_due(until):
             state = self.states[account]
             self._emit(self.scorer.advance(account, state, until))
+            if self.scorer.shadow_out:
+                self._emit_shadow(self.scorer.take_shadow())
             self.timers.schedule(account, state.next_expiry)
 
     def finish(self, until: int | None = None) -> None:
@@ -217,19 +247,49 @@ class Backtest:
             return Scorer(model, effective_from_ms=effective_from_ms)
         return Scorer(model, self._now_ms, effective_from_ms=effective_from_ms)
 
+    def _due_at(self) -> int:
+        due = [x[0].at_ms for x in (self.switches, self.shadows) if x]
+        return min(due) if due else _NEVER
+
     def _switch_until(self, ts: int) -> None:
-        """Make every switch due at or before `ts`, in time order."""
-        while self.switches and self.switches[0].at_ms <= ts:
-            sw = self.switches.pop(0)
-            at = sw.at_ms
-            self.advance_watermark(at)  # the expiries up to the switch, under the old model
-            old, new = self.scorer, self._scorer(sw.model, at)
-            for account in sorted(self.states):
-                state = self.states[account]
-                self._emit(switch_account(old, new, account, state, at))
-                self.timers.schedule(account, state.next_expiry)
-            self.scorer = new
-            self.switched.append(sw)
+        """Make every switch and shadow start due at or before `ts`, in time order (at the same
+        instant, the switch first)."""
+        while self._next_change <= ts:
+            if self.switches and self.switches[0].at_ms == self._next_change:
+                self._switch(self.switches.pop(0))
+            else:
+                self._start_shadow(self.shadows.pop(0))
+            self._next_change = self._due_at()
+
+    def _switch(self, sw: ModelSwitch) -> None:
+        at = sw.at_ms
+        self.advance_watermark(at)  # the expiries up to the switch, under the old model
+        old, new = self.scorer, self._scorer(sw.model, at)
+        new.shadows = [s for s in old.shadows if s.model.version > sw.model.version]
+        for account in sorted(self.states):
+            state = self.states[account]
+            self._emit(switch_account(old, new, account, state, at))
+            if old.shadow_out:
+                self._emit_shadow(old.take_shadow())
+            self.timers.schedule(account, state.next_expiry)
+        self.scorer = new
+        self.switched.append(sw)
+
+    def _start_shadow(self, sh: ShadowStart) -> None:
+        at = sh.at_ms
+        self.advance_watermark(at)
+        live, shadow = self.scorer, self._scorer(sh.model, at)
+        self.shadow_transitions.setdefault(sh.model.version, 0)
+        for account in sorted(self.states):
+            state = self.states[account]
+            transitions, started = start_shadow(live, shadow, account, state, at)
+            self._emit(transitions)
+            if live.shadow_out:
+                self._emit_shadow(live.take_shadow())
+            self._emit_shadow(started)
+            self.timers.schedule(account, state.next_expiry)
+        live.shadows.append(shadow)
+        self.shadows_started.append(sh)
 
     # -- output ---------------------------------------------------------------------------
     def _emit(self, transitions: list[dict[str, Any]]) -> None:
@@ -237,6 +297,13 @@ class Backtest:
             self.summary.on_transition(t, _occurred_ms(t))
             if self.sink is not None:
                 self.sink(t)
+
+    def _emit_shadow(self, transitions: list[dict[str, Any]]) -> None:
+        for t in transitions:
+            version = t["model"]["version"]
+            self.shadow_transitions[version] = self.shadow_transitions.get(version, 0) + 1
+            if self.shadow_sink is not None:
+                self.shadow_sink(t)
 
     def _reject(self, line_no: int, reject: Reject) -> None:
         self.summary.rejected[reject.reason.value] += 1
@@ -260,6 +327,8 @@ def run_backtest(
     max_disorder_ms: int = DEFAULT_MAX_DISORDER_MS,
     received_by_ms: float | Literal["now"] | None = "now",
     switches: Sequence[ModelSwitch] = (),
+    shadows: Sequence[ShadowStart] = (),
+    shadow_sink: TransitionSink | None = None,
 ) -> dict[str, Any]:
     """Replay files through the core; return the summary. `progress(bytes_read)` is called
     every few thousand lines."""
@@ -270,6 +339,8 @@ def run_backtest(
         max_disorder_ms=max_disorder_ms,
         received_by_ms=received_by_ms,
         switches=switches,
+        shadows=shadows,
+        shadow_sink=shadow_sink,
     )
     started = time.perf_counter()
     for n, line in history_lines(paths, progress):
@@ -280,5 +351,15 @@ def run_backtest(
         summary["switches"] = [
             {"at": iso_ms(sw.at_ms), "model": sw.model.name, "version": sw.model.version}
             for sw in bt.switched
+        ]
+    if shadows:
+        summary["shadows"] = [
+            {
+                "at": iso_ms(sh.at_ms),
+                "model": sh.model.name,
+                "version": sh.model.version,
+                "transitions": bt.shadow_transitions.get(sh.model.version, 0),
+            }
+            for sh in bt.shadows_started
         ]
     return summary

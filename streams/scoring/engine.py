@@ -33,7 +33,7 @@ Time semantics (the same in the worker and in `pql backtest`; README "Time seman
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,7 @@ from streams.scoring.transitions import (
     build_transition,
     iso_ms,
 )
-from streams.state.account import NEVER, AccountState, StateCodec
+from streams.state.account import NEVER, AccountState, Decision, StateCodec
 from streams.state.dedup import digest, remember, seen
 
 # The attribute of an AccountState holding its EvalCache (AccountState has dict=True for it).
@@ -96,21 +96,37 @@ class Scorer:
         self.segment_names = [s.name for s in model.segments]
         # Per signal index: its name and bound `value` (what an incremental evaluation reads).
         self._value_of = [(op.spec.name, op.value) for op in self.plan.ops]
+        # Shadow models (`streams.scoring.shadow`): each decides, beside this one, the accounts
+        # whose state has a decision of its version; their transitions wait in `shadow_out`.
+        self.shadows: list[Scorer] = []
+        self.shadow_out: list[dict[str, Any]] = []
 
     # -- state -----------------------------------------------------------------------------
-    def new_state(self) -> AccountState:
+    def new_state(self, shadows: Iterable[int] | None = None) -> AccountState:
+        """A new account's state; it is decided by the shadow models of versions `shadows`
+        too (None: by every one of `self.shadows`)."""
+        if shadows is None:
+            shadows = [s.model.version for s in self.shadows]
         return AccountState(
             model=self.model_tag,
             signals=self.plan.new_signal_states(),
             version=self.model.version,
+            shadows={v: Decision() for v in shadows},
         )
 
     # -- events ----------------------------------------------------------------------------
-    def apply(self, account_id: str, state: AccountState | None, ev: Event) -> Outcome:
+    def apply(
+        self,
+        account_id: str,
+        state: AccountState | None,
+        ev: Event,
+        shadows: Iterable[int] | None = None,
+    ) -> Outcome:
+        """Apply one event (`shadows`: for a new account, see `new_state`)."""
         ts = ev.ts
         d: bytes | None = None
         if state is None:
-            state = self.new_state()
+            state = self.new_state(shadows)
             state.first_seen = ts
             state.clock = ts
         elif state.dedup_ids and seen(state, d := digest(ev.message_id)):
@@ -178,11 +194,62 @@ class Scorer:
             state.clock = at
         if not state.evaluated:
             return []  # never decided (cannot happen for a state an event built)
-        return self._evaluate(account_id, state, at, None, [], model_change=True)
+        return self._decide(account_id, state, state, at, None, [], model_change=True)
+
+    def adopt(
+        self, account_id: str, state: AccountState, shadow: Decision, at: int
+    ) -> list[dict[str, Any]]:
+        """`rescore` for a model that ran as a shadow over this account: its own decision
+        (`shadow`) becomes the live one at `at`, so the live model goes on exactly where the
+        shadow was; what differs from the previous live decision is emitted as `model_change`
+        transitions."""
+        self.forget(state)
+        state.version = self.model.version
+        if at > state.clock:
+            state.clock = at
+        if not shadow.evaluated:
+            return []
+        values = self.evaluator.evaluate(self.plan.values(state), shadow.pql).values
+        values["pql"] = shadow.pql
+        for name in self.segment_names:
+            values[name] = name in shadow.segments
+        state.evaluated = True
+        return self._settle(
+            account_id,
+            state,
+            shadow.score,
+            shadow.pql,
+            tuple(shadow.segments),
+            values,
+            at,
+            None,
+            model_change=True,
+        )
+
+    def start_shadow(self, account_id: str, state: AccountState, at: int) -> list[dict[str, Any]]:
+        """Start this model as a shadow over `state` at `at` (advanced there under the live
+        model): it takes a copy of the live decision and decides in full; what it decides
+        differently is returned as its `model_change` transitions (`streams.scoring.shadow`)."""
+        version = self.model.version
+        if version in state.shadows:  # started already
+            return []
+        decision = state.shadows[version] = Decision(
+            state.score, state.pql, list(state.segments), state.evaluated
+        )
+        # The account's clock stays: the live model's decisions must not depend on whether a
+        # shadow runs beside it (an event older than `at` read later is applied as it would be).
+        if not decision.evaluated:
+            return []
+        return self._decide(account_id, state, decision, at, None, [], model_change=True)
+
+    def take_shadow(self) -> list[dict[str, Any]]:
+        """The shadow models' transitions since the last call (`streams.scoring.shadow`)."""
+        out, self.shadow_out = self.shadow_out, []
+        return out
 
     # -- evaluation ------------------------------------------------------------------------
     @staticmethod
-    def forget(state: AccountState) -> None:
+    def forget(state: AccountState | Decision) -> None:
         """Drop the state's evaluation cache: call after changing its signals other than
         through this scorer (the next evaluation is then a full one)."""
         state.__dict__.pop(_CACHE, None)
@@ -194,23 +261,45 @@ class Scorer:
         at: int,
         message_id: str | None,
         changed: list[int],
+    ) -> list[dict[str, Any]]:
+        """The live model decides; so does every shadow model running over the account (their
+        transitions are kept for `take_shadow`)."""
+        if state.shadows:
+            for shadow in self.shadows:
+                decision = state.shadows.get(shadow.model.version)
+                if decision is not None:
+                    found = shadow._decide(account_id, state, decision, at, message_id, changed)
+                    if found:
+                        self.shadow_out.extend(found)
+        return self._decide(account_id, state, state, at, message_id, changed)
+
+    def _decide(
+        self,
+        account_id: str,
+        state: AccountState,
+        d: AccountState | Decision,
+        at: int,
+        message_id: str | None,
+        changed: list[int],
         *,
         model_change: bool = False,
     ) -> list[dict[str, Any]]:
-        # The state's cache, if this scorer made it and the state still holds the decision it
+        """This model decides the account (its signals in `state`) again: `d` holds its
+        decision (the state itself for the live model, a shadow's `Decision`)."""
+        # The decision's cache, if this scorer made it and the decision is still the one it
         # recorded (anything else: evaluate in full, and keep that as the new cache).
-        cache: EvalCache | None = state.__dict__.get(_CACHE) if self.incremental else None
+        cache: EvalCache | None = d.__dict__.get(_CACHE) if self.incremental else None
         if (
             cache is None
             or cache.owner is not self.evaluator
-            or not state.evaluated
-            or state.score is not cache.score
-            or state.pql is not cache.pql
-            or state.segments is not cache.segments
+            or not d.evaluated
+            or d.score is not cache.score
+            or d.pql is not cache.pql
+            or d.segments is not cache.segments
         ):
-            cache = self.evaluator.evaluate(self.plan.values(state), state.pql)
+            cache = self.evaluator.evaluate(self.plan.values(state), d.pql)
             if self.incremental:
-                state.__dict__[_CACHE] = cache
+                d.__dict__[_CACHE] = cache
         else:
             values = cache.values
             sigs = state.signals
@@ -218,28 +307,54 @@ class Scorer:
             for i in changed:
                 name, value = value_of[i]
                 values[name] = value(sigs[i], state)
-            if not self.evaluator.reevaluate(cache, changed, state.pql):
-                state.score = cache.score
+            if not self.evaluator.reevaluate(cache, changed, d.pql):
+                d.score = cache.score
                 return []
-        values = cache.values
-        state.evaluated = True
+        d.evaluated = True
+        out = self._settle(
+            account_id,
+            d,
+            cache.score,
+            cache.pql,
+            cache.members,
+            cache.values,
+            at,
+            message_id,
+            model_change=model_change,
+        )
+        cache.segments = d.segments
+        return out
+
+    def _settle(
+        self,
+        account_id: str,
+        d: AccountState | Decision,
+        score: int | float,
+        pql: bool,
+        segments: tuple[str, ...],
+        values: dict[str, Any],
+        at: int,
+        message_id: str | None,
+        *,
+        model_change: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Record the decision (`score`, `pql`, `segments`) in `d`; return a transition per
+        change from what `d` held."""
         changes: list[tuple[str, str | None]] = []
-        if cache.pql != state.pql:
-            changes.append((QUALIFIED if cache.pql else DISQUALIFIED, None))
-        segments = cache.members
-        if tuple(state.segments) != segments:
-            before = set(state.segments)
+        if pql != d.pql:
+            changes.append((QUALIFIED if pql else DISQUALIFIED, None))
+        if tuple(d.segments) != segments:
+            before = set(d.segments)
             after = set(segments)
             for name in self.segment_names:
                 if name in after and name not in before:
                     changes.append((SEGMENT_ENTERED, name))
                 elif name in before and name not in after:
                     changes.append((SEGMENT_EXITED, name))
-            state.segments = list(segments)
-        previous_score = state.score
-        state.score = score = cache.score
-        state.pql = pql = cache.pql
-        cache.segments = state.segments
+            d.segments = list(segments)
+        previous_score = d.score
+        d.score = score
+        d.pql = pql
         if not changes:
             return []
         reasons = self.evaluator.reasons(values)

@@ -99,7 +99,17 @@ def check_switch(old: Model, new: Model) -> None:
 def switch_account(
     old: Scorer, new: Scorer, account_id: str, state: AccountState, at: int
 ) -> list[dict[str, Any]]:
-    """Advance the account to `at` under `old`, then let `new` decide it there (see module)."""
+    """Advance the account to `at` under `old`, then let `new` decide it there (see module).
+    If `new` ran as a shadow over the account its decision is taken as it is
+    (`streams.scoring.shadow`); shadows of versions up to `new`'s end."""
     transitions = old.advance(account_id, state, at)
-    transitions.extend(new.rescore(account_id, state, at))
+    version = new.model.version
+    shadow = state.shadows.pop(version, None)
+    if state.shadows:
+        for v in [v for v in state.shadows if v < version]:
+            del state.shadows[v]
+    if shadow is not None:
+        transitions.extend(new.adopt(account_id, state, shadow, at))
+    else:
+        transitions.extend(new.rescore(account_id, state, at))
     return transitions

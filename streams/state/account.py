@@ -9,7 +9,8 @@ Layout (msgpack, array-like structs, so field names are not repeated per account
   - `distinct_users` (windowed or not) and `users_with_trait`: `keys` maps user id -> last bucket
     index the user was seen in (or 1 for trait membership); the value is `len(keys)`;
   - lifetime `count` / `sum` / `ever`: only `total`.
-- account traits the model reads (`traits`, with the event time of the last group call applied).
+- account traits the model reads (`traits`, with the event time of the last group call applied);
+- the live model's decision (`score`, `pql`, `segments`) and each shadow model's (`shadows`).
 
 Memory bound per account (documented in the README): for each windowed signal at most
 window/bucket + 1 buckets (31 with the default bucket sizes); for user-keyed signals one entry per
@@ -34,6 +35,16 @@ class SignalState(msgspec.Struct, array_like=True, omit_defaults=True):
     total: int | float = 0
     buckets: dict[int, int | float] = msgspec.field(default_factory=dict)
     keys: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class Decision(msgspec.Struct, array_like=True, omit_defaults=True, dict=True):
+    """A shadow model's decision about an account (`AccountState.shadows`): what the live
+    model's is in `AccountState`'s own fields. `dict=True` for the same evaluation cache."""
+
+    score: int | float = 0
+    pql: bool = False
+    segments: list[str] = msgspec.field(default_factory=list)
+    evaluated: bool = False
 
 
 class AccountState(msgspec.Struct, array_like=True, omit_defaults=True, dict=True):
@@ -68,6 +79,9 @@ class AccountState(msgspec.Struct, array_like=True, omit_defaults=True, dict=Tru
     # The version of the model whose decision `score`, `pql` and `segments` are (0: written
     # before versions were kept: the first model of the app's history).
     version: int = 0
+    # Per shadow model version running over this account (`streams.scoring.shadow`): its own
+    # decision, over the same signals (an empty map without shadows: one byte).
+    shadows: dict[int, Decision] = msgspec.field(default_factory=dict)
 
 
 _S = TypeVar("_S", "AccountState", "StateSummary")

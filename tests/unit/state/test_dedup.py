@@ -110,7 +110,7 @@ def test_survives_encoding_and_old_states_decode() -> None:
     from streams.state.account import AccountState
 
     fields = msgspec.msgpack.decode(scorer.codec.encode(state))
-    assert fields[-1] == MODEL.version  # the version, last
+    assert fields[AccountState.__struct_fields__.index("version")] == MODEL.version
     old = msgspec.msgpack.encode(fields[: AccountState.__struct_fields__.index("dedup_ids")])
     decoded = scorer.codec.decode(old)
     assert decoded is not None and decoded.dedup_ids == b"" and decoded.dedup_runs == []
