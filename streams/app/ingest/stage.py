@@ -68,6 +68,8 @@ from streams.io.kafka_config import consumer_config, producer_config
 from streams.io.read import read_partition
 
 log = logging.getLogger("streams.ingest")
+# Seek errors after a pause that only mean the prefetch stays (see `_align`).
+_SEEK_SKIPPED = frozenset({KafkaError._STATE, KafkaError._OUTDATED})
 
 
 class Ingest:
@@ -318,13 +320,17 @@ class Ingest:
             # librdkafka keeps serving what it prefetched for a paused partition (up to
             # queued.min.messages): seeking it to where reading stands drops that prefetch,
             # and it is fetched again on resume. A partition not fetched yet has none (its
-            # seek is refused with _STATE).
+            # seek is refused with _STATE); a seek overtaken by another operation on the
+            # partition (just assigned, its fetch starting: _OUTDATED) leaves the prefetch,
+            # which is then read as usual. Either way nothing is lost: the drift bound is a
+            # memory bound, so a failed seek is never worth stopping the ingest for.
             for q in pause:
                 try:
                     self._consumer.seek(TopicPartition(topic, q, self.progress.next_offset(q)))
                 except KafkaException as exc:
-                    if exc.args[0].code() != KafkaError._STATE:
-                        raise
+                    err = exc.args[0]
+                    level = logging.DEBUG if err.code() in _SEEK_SKIPPED else logging.WARNING
+                    log.log(level, "input partition %d paused with its prefetch kept: %s", q, err)
         if resume:
             self._consumer.resume([TopicPartition(topic, q) for q in resume])
         self.stats.paused = frozenset(ahead)
