@@ -274,6 +274,25 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.shadow_running = Gauge(
+            "pql_shadow_running",
+            "1 for each shadow model version running beside the live model.",
+            ["version"],
+            registry=r,
+        )
+        self.shadow_transitions_total = Counter(
+            "pql_shadow_transitions_total",
+            "Transitions of the shadow models (to the shadow topic), by model version, kind "
+            "and segment (empty for PQL kinds).",
+            ["version", "kind", "segment"],
+            registry=r,
+        )
+        self.shadow_start_accounts_total = Counter(
+            "pql_shadow_start_accounts",
+            "Accounts a shadow model started deciding at its start (each start, every partition).",
+            ["version"],
+            registry=r,
+        )
         # Info appends `_info` itself: exposed as pql_model_info{name,version,fingerprint} 1.
         self.model_info = Info(
             "pql_model",
@@ -286,6 +305,14 @@ class Metrics:
     def set_model(self, name: str, version: str, fingerprint: str) -> None:
         """Publish the model identity; dashboards join on it to annotate model changes."""
         self.model_info.info({"name": name, "version": version, "fingerprint": fingerprint})
+
+    def set_shadows(self, versions: set[str]) -> None:
+        """``pql_shadow_running``: 1 per running shadow version; ended ones are removed."""
+        for labels in list(self.shadow_running._metrics):
+            if labels[0] not in versions:
+                self.shadow_running.remove(*labels)
+        for version in versions:
+            self.shadow_running.labels(version).set(1)
 
     def set_consumer_lag(self, rows: Iterable[LagLike]) -> None:
         """Set ``pql_consumer_lag_messages`` from lag rows (e.g. ``consumer_group_lag``).

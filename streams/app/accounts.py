@@ -17,61 +17,50 @@ RocksDB-backed Faust table, with write-behind batching and at-least-once deliver
   otherwise: never counted twice, never lost; its transitions are re-emitted with the same ids.
 
 A crash costs re-reading the records since the last commit.
+
+The write-behind lives in `streams.app.write_behind`, the model switches and shadow starts in
+`streams.app.model_sweeps`, what is kept per partition in `streams.app.partition`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from streams.app.align import Aligned, Entry
+from streams.app.align import Entry
 from streams.app.dlq import event_json
 from streams.app.ingest.config import partition_of
+from streams.app.model_sweeps import ModelSweeps
+from streams.app.partition import PartitionWork
 from streams.app.table_writer import TableWriter
-from streams.app.versions import MODEL_KEY, Versions, decode_version, encode_version
+from streams.app.versions import (
+    MODEL_KEY,
+    SHADOWS_KEY,
+    Versions,
+    decode_shadows,
+    decode_version,
+    is_control_key,
+)
 from streams.app.watermark import DIRECT, StreamClock
 from streams.app.wire import decode
+from streams.app.write_behind import WriteBehind
 from streams.events.codec import decode_event
 from streams.events.order import order_key
 from streams.events.types import Event, Reject
 from streams.scoring.engine import Scorer
-from streams.scoring.switch import ModelSwitch, switch_account
-from streams.scoring.timers import ExpiryIndex
+from streams.scoring.shadow import ShadowStart
 from streams.state.account import AccountState
 
 log = logging.getLogger(__name__)
 
 
-# A held event: (account, "input partition:path", position, the event).
-Held = tuple[str, str, int, Event]
-
-
-@dataclass
-class PartitionWork:
-    part: int
-    clock: StreamClock  # stream time, from the marks read in this partition
-    dirty: set[str] = field(default_factory=set)
-    timers: ExpiryIndex = field(default_factory=ExpiryIndex)
-    version: int = 0  # the model version this partition runs (`streams.app.versions`)
-    frozen: int | None = None  # stream time frozen here while a switch is agreed
-    reported: str = ""  # the announced switch this partition reported for
-    max_clock: int | None = None  # the latest account clock restored (none: no state)
-    # Held events and the records to ack (in order, once nothing of theirs is held).
-    align: Aligned[Held] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.align = Aligned(self.clock)
-
-
-class AccountStage:
+class AccountStage(ModelSweeps, WriteBehind):
     """Framework-light: the Faust agent hands it records; it talks to the table, the output
     and the DLQ through the callables it is given (so it stays readable and testable)."""
 
@@ -94,6 +83,8 @@ class AccountStage:
         idle_hold_s: float = 1.0,
         on_duplicate: Callable[[], None] | None = None,
         versions: Versions | None = None,
+        send_shadow: Callable[[str, bytes], None] | None = None,
+        on_shadow_transition: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.scorer = scorer  # the first model's (every version reads the same state)
         self.versions = versions or Versions(scorer)
@@ -103,6 +94,8 @@ class AccountStage:
         self.codec = scorer.codec
         self.table = table
         self.send_transition = send_transition
+        self.send_shadow = send_shadow  # the shadow models' transitions (their own topic)
+        self.on_shadow_transition = on_shadow_transition
         self.send_dlq = send_dlq
         self.flush_producer = flush_producer
         self.partitions = partitions
@@ -211,7 +204,8 @@ class AccountStage:
         state = cache.get(account) or self._state(work.part, account)
         if state is not None and state.version != work.version:
             self._catch_up(work, account, state)
-        outcome = self.versions.scorer(work.version).apply(account, state, ev)
+        scorer = self.versions.scorer(work.version)
+        outcome = scorer.apply(account, state, ev, work.shadows)
         if outcome.duplicate:
             if self.on_duplicate is not None:
                 self.on_duplicate()
@@ -230,6 +224,8 @@ class AccountStage:
         work.timers.schedule(account, state.next_expiry)
         if outcome.transitions:
             self._emit(outcome.transitions)
+        if scorer.shadow_out:
+            self._emit_shadow(scorer.take_shadow())
         if not outcome.duplicate and outcome.reject is None:
             self.events_applied += 1
 
@@ -240,12 +236,15 @@ class AccountStage:
         advance the quiet accounts — only as far as the model versions allow: a switch whose
         time stream time reached is made first (`streams.app.versions`)."""
         versions = self.versions
-        while (sw := versions.due(work.version)) is not None:
-            if not versions.can_switch(work, sw.at_ms):
+        while (change := versions.due(work)) is not None:
+            if not versions.can_switch(work, change.at_ms):
                 break
-            self._release(work, sw.at_ms, rejected)
-            self._advance(work, sw.at_ms, force=True)
-            await self._switch(work, sw)
+            self._release(work, change.at_ms, rejected)
+            self._advance(work, change.at_ms, force=True)
+            if isinstance(change, ShadowStart):
+                await self._start_shadow(work, change)
+            else:
+                await self._switch(work, change)
         limit = versions.limit(work)
         self._release(work, limit, rejected)
         if watermark is not None:
@@ -285,6 +284,8 @@ class AccountStage:
             work.dirty.add(account)
             work.timers.schedule(account, state.next_expiry)
             self._emit(transitions)
+            if scorer.shadow_out:
+                self._emit_shadow(scorer.take_shadow())
 
     def _emit(self, transitions: list[dict[str, Any]]) -> None:
         for t in transitions:
@@ -301,6 +302,14 @@ class AccountStage:
             if self.on_transition is not None:
                 self.on_transition(t, self._record_ts)
 
+    def _emit_shadow(self, transitions: list[dict[str, Any]]) -> None:
+        if self.send_shadow is None:
+            return
+        for t in transitions:
+            self.send_shadow(t["account_id"], orjson.dumps(t))
+            if self.on_shadow_transition is not None:
+                self.on_shadow_transition(t)
+
     def stream_time(self) -> int | None:
         """The least stream time over this stage's partitions (the watermark gauge)."""
         values = [w.clock.value for w in self.work.values() if w.clock.value is not None]
@@ -316,6 +325,11 @@ class AccountStage:
             work.version = (
                 decode_version(stored) if stored is not None else self.versions.first_version
             )
+            shadows = self.table.get(part, SHADOWS_KEY)
+            if shadows is not None:
+                work.shadows = {v for v in decode_shadows(shadows) if v > work.version}
+                for v in work.shadows:  # its states hold their decisions: they run again
+                    self.versions.shadow_scorer(v)
         return work
 
     def _state(self, part: int, account: str) -> AccountState | None:
@@ -327,110 +341,6 @@ class AccountStage:
                     state.version = self.versions.first_version
                 self.cache[account] = state
         return state
-
-    # -- model versions --------------------------------------------------------------------
-    def _catch_up(self, work: PartitionWork, account: str, state: AccountState) -> None:
-        """A state still decided by an older version than its partition runs (restored after
-        a crash in the middle of a switch): make the switches it missed."""
-        versions = self.versions
-        while state.version < work.version and (sw := versions.due(state.version)) is not None:
-            old, new = versions.scorer(state.version), versions.scorer(sw.model.version)
-            self._emit(switch_account(old, new, account, state, sw.at_ms))
-            work.dirty.add(account)
-        work.timers.schedule(account, state.next_expiry)
-
-    async def _switch(self, work: PartitionWork, sw: ModelSwitch) -> None:
-        """Switch every account of the partition at `sw.at_ms` (stream time reached it, every
-        event before it is applied). Yields to the event loop every few hundred accounts and
-        flushes every `flush_max_events` of them (a million accounts take a while)."""
-        started = time.monotonic()
-        generation = self._generation
-        part = work.part
-        n = self.partitions
-        old, new = self.versions.scorer(work.version), self.versions.scorer(sw.model.version)
-        accounts = [a for a in self.cache if partition_of(a, n) == part]
-        cached = set(accounts)
-        accounts += [a for a, _ in self.table.partition_items(part) if a not in cached]
-        done = 0
-        for i, account in enumerate(accounts):
-            if account == MODEL_KEY:
-                continue
-            if i % 256 == 0:
-                await asyncio.sleep(0)
-                if self._generation != generation:
-                    return  # revoked meanwhile: the new owner switches it
-            state = self._state(part, account)
-            if state is None or state.version >= sw.model.version:
-                continue
-            if state.version != work.version:
-                self._catch_up(work, account, state)
-            self._emit(switch_account(old, new, account, state, sw.at_ms))
-            work.dirty.add(account)
-            work.timers.schedule(account, state.next_expiry)
-            done += 1
-            if len(work.dirty) >= self.flush_max_events:
-                await self.flush(wait=False)
-        self.table.put(part, MODEL_KEY, encode_version(sw.model.version))
-        self.versions.switched(work, sw, started, done)
-
-    async def flush(self, wait: bool = True) -> None:
-        """Write the dirty states once per account and ack what they cover — every assigned
-        partition at once, so a flush costs the same few round trips however many partitions
-        this worker owns. The states are encoded and staged now (a consistent cut: every
-        record to ack has all its events in them); then, in order, the transitions sent so far
-        are delivered, the states are delivered (`TableWriter.commit`), and the records are
-        acked. With `wait=False` (the agent's own flushes) those round trips run in the
-        background while the agent goes on; the next flush waits for them first (one commit
-        in flight, so changelog versions and acks stay in order), and a failure there is
-        raised by it (and stops the worker through the sink's check meanwhile)."""
-        await self.settle()
-        works = [w for w in self.work.values() if w.align.pending or w.dirty]
-        if not works:
-            return
-        sizes = self.state_sizes
-        put = self.table.put
-        encode = self.codec.encode
-        cache = self.cache
-        written = []
-        for work in works:
-            if not work.dirty:
-                continue
-            part = work.part
-            for account in work.dirty:
-                data = encode(cache[account])
-                self.state_bytes += len(data) - sizes.get(account, 0)
-                sizes[account] = len(data)
-                put(part, account, data)
-            work.dirty.clear()
-            written.append(part)
-        taken = self.table.take(written)
-        records = [record for work in works for record in work.align.ackable()]
-        self._events = 0
-        self._since = 0.0
-        self._trim_cache()  # the trimmed states are read from the writer until stored
-        self._commit = asyncio.ensure_future(self._deliver(taken, records))
-        if wait:
-            await self.settle()
-
-    async def _deliver(self, taken: dict[int, dict[bytes, bytes]], records: list[Any]) -> None:
-        await self.flush_producer()  # the transitions, first: a state never precedes them
-        await self.table.commit(taken=taken)  # the changelog records are delivered (and sealed)
-        for record in records:
-            record.ack()
-
-    async def settle(self) -> None:
-        """Wait for the commit in flight, if any; raise what failed in it."""
-        commit, self._commit = self._commit, None
-        if commit is not None:
-            await commit
-
-    def _trim_cache(self) -> None:
-        """Keep at most `cache_max_accounts` decoded states: right after a flush every state is
-        clean (stored), so the oldest-inserted are dropped and decoded again when next needed."""
-        excess = len(self.cache) - self.cache_max_accounts
-        if excess > 0:
-            for account in list(itertools.islice(self.cache, excess)):
-                del self.cache[account]
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked: drop their cache and unacked work (it will be re-read by the new
@@ -472,7 +382,7 @@ class AccountStage:
             work = self._work(part)
             schedule = work.timers.schedule
             for account, data in self.table.partition_items(part):
-                if account == MODEL_KEY:
+                if is_control_key(account):
                     continue
                 state = decode(data)
                 if state is None:

@@ -11,6 +11,7 @@ from streams.app.settings import Settings
 from streams.io.kafka_config import kafka_options
 from streams.model.errors import ModelError
 from streams.model.loader import load_model
+from streams.model.spec import Model
 
 
 def _env(name: str) -> str:
@@ -179,6 +180,17 @@ def _env(name: str) -> str:
     help="Seconds between checks of the model file for a change (a ConfigMap update swaps a "
     "symlink); a changed, newer, compatible model is switched to live. 0: only on SIGHUP.",
 )
+@click.option(
+    "--shadow",
+    "shadow_paths",
+    envvar=_env("SHADOW"),
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A candidate model to run as a shadow beside the live one (same signals, a later "
+    "version): it decides every account from an agreed stream time on, its transitions go to "
+    "<output topic>-shadow; watched like --model. Making it the --model file promotes it. "
+    "Repeatable (PQL_SHADOW: paths separated by spaces).",
+)
 @click.option("--log-level", envvar=_env("LOG_LEVEL"), default="info", show_default=True)
 def worker(
     model_path: str,
@@ -206,17 +218,13 @@ def worker(
     rocksdb_write_buffer_mb: int,
     stall_timeout: float,
     model_poll: float,
+    shadow_paths: tuple[str, ...],
     log_level: str,
     security: dict[str, str] | None,
 ) -> None:
     """Run the streaming worker: product events in, PQL transitions out."""
-    try:
-        model = load_model(model_path)
-    except ModelError as exc:
-        raise click.ClickException(
-            f"refusing to start: {model_path} is not a valid model:\n{exc}\n"
-            f"Fix it, then check with `pql model check {model_path}`."
-        ) from exc
+    model = _load(model_path)
+    shadows = tuple(_load(path) for path in shadow_paths)
     settings = Settings(
         model=model,
         broker=broker,
@@ -244,6 +252,7 @@ def worker(
         rocksdb_write_buffer_mb=rocksdb_write_buffer_mb,
         stall_timeout_s=stall_timeout,
         model_poll_s=model_poll,
+        shadows=shadows,
         security=security or {},
     )
     from streams.app.run import run_worker
@@ -254,3 +263,13 @@ def worker(
     except (BrokerUnreachableError, TopicMismatchError) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)
+
+
+def _load(path: str) -> Model:
+    try:
+        return load_model(path)
+    except ModelError as exc:
+        raise click.ClickException(
+            f"refusing to start: {path} is not a valid model:\n{exc}\n"
+            f"Fix it, then check with `pql model check {path}`."
+        ) from exc

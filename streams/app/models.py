@@ -9,6 +9,8 @@
   the same `FILE:LINE: FIELD: MESSAGE` lines as `pql model check`, a metric and a log line, and
   the live model keeps serving. A Kubernetes ConfigMap update swaps a symlink: the file is read
   by path every time, so the new target is what counts.
+- Shadow model files (`--shadow`) are watched the same way; a new valid one that can follow the
+  live model is announced as a shadow (`streams.app.switchlog`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from streams.app.switchlog import SwitchLog, announcement, report
+from streams.app.switchlog import LIVE, SHADOW, SwitchLog, announcement, report
 from streams.io.kafka_config import consumer_config, producer_config
 from streams.metrics import Metrics
 from streams.model.errors import ModelError
@@ -42,6 +45,17 @@ from streams.model.loader import parse_model
 from streams.model.spec import Model
 
 log = logging.getLogger("streams.models")
+
+
+@dataclass
+class WatchedFile:
+    """A model file the worker watches: the live model's, or a shadow's."""
+
+    path: Path
+    role: str
+    digest: str = ""
+    model: Model | None = None  # its last valid model, and its text
+    text: str = ""
 
 
 class ModelControl:
@@ -53,9 +67,12 @@ class ModelControl:
         model_path: Path,
         metrics: Metrics,
         security: Mapping[str, Any] | None = None,
+        shadow_paths: Sequence[Path] = (),
     ) -> None:
         self.topic = topic
         self.model_path = model_path
+        self.files = [WatchedFile(model_path, LIVE)]
+        self.files += [WatchedFile(path, SHADOW) for path in shadow_paths]
         self.metrics = metrics
         self.log = SwitchLog(partitions)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -66,17 +83,21 @@ class ModelControl:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-control", daemon=True)
         self._next = 0  # the next offset of the log to read (start-up)
-        self._file_digest = ""
-        self._file_model: Model | None = None  # the file's last valid model, and its text
-        self._file_text = ""
         self.reload_requested = threading.Event()  # set by SIGHUP
 
     # -- start-up ---------------------------------------------------------------------------
-    def load(self, model: Model, text: str, timeout_s: float = 60.0) -> None:
+    def load(
+        self,
+        model: Model,
+        text: str,
+        timeout_s: float = 60.0,
+        shadows: Sequence[tuple[Model, str]] = (),
+    ) -> None:
         """Read the whole log; give a new app the file's model (from the start), or announce
-        a file newer than the live model. Blocking: before the agents run."""
-        self._file_digest = _digest(text)
-        self._file_model, self._file_text = model, text
+        a file newer than the live model; then the shadow files' models (`shadows`, in the
+        order of the shadow paths). Blocking: before the agents run."""
+        for watched, (m, t) in zip(self.files, [(model, text), *shadows], strict=True):
+            watched.digest, watched.model, watched.text = _digest(t), m, t
         self._read_to_end(timeout_s)
         if self.log.current is None:
             self._send(announcement(model, text, self.worker_id, at_ms=0))
@@ -92,7 +113,8 @@ class ModelControl:
             cur.model.version,
             cur.at_ms,
         )
-        self._offer(model, text, at_start=True)
+        for watched in self.files:
+            self._offer(watched, at_start=True)
         self._publish()
 
     def _read_to_end(self, timeout_s: float) -> None:
@@ -159,14 +181,15 @@ class ModelControl:
             changed = True
         if changed:
             self._publish()
-        model = self._file_model
-        if (
-            model is not None
-            and self.log.pending is None
-            and model.fingerprint in self.log.deferred
-        ):
-            self.log.deferred.discard(model.fingerprint)
-            self._offer(model, self._file_text, at_start=False)
+        for watched in self.files:
+            model = watched.model
+            if (
+                model is not None
+                and self.log.pending is None
+                and model.fingerprint in self.log.deferred
+            ):
+                self.log.deferred.discard(model.fingerprint)
+                self._offer(watched, at_start=False)
 
     def _apply(self, record: dict[str, Any]) -> None:
         line = self.log.apply(record)
@@ -184,6 +207,8 @@ class ModelControl:
             self.metrics.set_model(m.name, str(m.version), m.fingerprint[:16])
             self.metrics.model_effective_from.set(cur.at_ms / 1000)
         self.metrics.model_switch_pending.set(1 if self.log.pending is not None else 0)
+        running = {str(sh.model.version) for sh in self.log.running_shadows()}
+        self.metrics.set_shadows(running)
 
     def send_report(self, model_id: str, bounds: dict[int, int | None]) -> None:
         """Queued, not awaited (on the event loop): the reader thread sees it come back."""
@@ -196,49 +221,61 @@ class ModelControl:
         else:
             self._producer.poll(0)
 
-    # -- the model file ---------------------------------------------------------------------
+    # -- the model files --------------------------------------------------------------------
     def check_file(self) -> None:
-        """Re-read the model file if it changed (or on SIGHUP); announce it if it can go live."""
+        """Re-read the model files if they changed (or on SIGHUP); announce what can go live,
+        or run as a shadow."""
         forced = self.reload_requested.is_set()
         self.reload_requested.clear()
+        for watched in self.files:
+            self._check(watched, forced)
+
+    def _check(self, watched: WatchedFile, forced: bool) -> None:
+        path = watched.path
         try:
-            text = self.model_path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             if forced:
-                log.error("cannot read the model file %s: %s", self.model_path, exc)
+                log.error("cannot read the model file %s: %s", path, exc)
                 self.metrics.model_reloads_total.labels("unreadable").inc()
             return
         digest = _digest(text)
-        if digest == self._file_digest and not forced:
+        if digest == watched.digest and not forced:
             return
-        self._file_digest = digest
+        watched.digest = digest
         try:
-            model = parse_model(text, source=str(self.model_path))
+            model = parse_model(text, source=str(path))
         except ModelError as exc:
             for issue in exc.issues:
-                log.error("%s:%s", self.model_path, issue)
+                log.error("%s:%s", path, issue)
             log.error(
-                "the new model file is not valid: the live model keeps serving; fix it "
-                "(`pql model check %s`)",
-                self.model_path,
+                "the new %s file is not valid: %s; fix it (`pql model check %s`)",
+                "model" if watched.role == LIVE else "shadow model",
+                "the live model keeps serving" if watched.role == LIVE else "it is not run",
+                path,
             )
             self.metrics.model_reloads_total.labels("invalid").inc()
             return
-        self._file_model, self._file_text = model, text
-        self._offer(model, text, at_start=False)
+        watched.model, watched.text = model, text
+        self._offer(watched, at_start=False)
 
-    def _offer(self, model: Model, text: str, at_start: bool) -> None:
+    def _offer(self, watched: WatchedFile, at_start: bool) -> None:
+        model, role = watched.model, watched.role
+        assert model is not None
         cur = self.log.current
         assert cur is not None
-        if self.log.known(model):
+        if self.log.known(model, role):
             if not at_start:
                 log.info("model file read again: %s v%d, nothing new", model.name, model.version)
             return
-        why = self.log.refusal(model)  # checked before announcing: every worker would refuse it
+        # Checked before announcing: every worker would refuse it.
+        why = self.log.refusal(model, role)
         if why is not None:
+            what = "switching to" if role == LIVE else "running as a shadow"
             log.error(
-                "not switching to %s (%s v%d): %s; the live v%d keeps serving",
-                self.model_path,
+                "not %s %s (%s v%d): %s; the live v%d keeps serving",
+                what,
+                watched.path,
                 model.name,
                 model.version,
                 why,
@@ -246,9 +283,10 @@ class ModelControl:
             )
             self.metrics.model_reloads_total.labels("refused").inc()
             return
-        log.info("announcing the switch to %s v%d", model.name, model.version)
+        what = "the switch to" if role == LIVE else "the shadow"
+        log.info("announcing %s %s v%d", what, model.name, model.version)
         self.metrics.model_reloads_total.labels("announced").inc()
-        self._send(announcement(model, text, self.worker_id))
+        self._send(announcement(model, watched.text, self.worker_id, role=role))
 
 
 _NO_LEADER = {

@@ -28,6 +28,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     names = [
         settings.input_topic,
         settings.output_topic,
+        settings.shadow_topic,
         settings.dlq_topic,
         settings.by_user_topic,
         settings.by_account_topic,
@@ -101,8 +102,17 @@ def run_worker(settings: Settings) -> int:
             Path(model.source_path),
             metrics,
             security,
+            shadow_paths=[Path(m.source_path) for m in settings.shadows if m.source_path],
         )
-        control.load(model, Path(model.source_path).read_text(encoding="utf-8"))
+        control.load(
+            model,
+            Path(model.source_path).read_text(encoding="utf-8"),
+            shadows=[
+                (m, Path(m.source_path).read_text(encoding="utf-8"))
+                for m in settings.shadows
+                if m.source_path
+            ],
+        )
         # SIGHUP: read the model file again (mode's worker leaves SIGHUP alone; its default
         # would end the process).
         signal.signal(signal.SIGHUP, lambda *_: control.reload_requested.set())

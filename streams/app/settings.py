@@ -63,6 +63,8 @@ class Settings:
     stall_timeout_s: float = 120.0
     # How often the model file is checked for a change (0: only on SIGHUP).
     model_poll_s: float = 1.0
+    # Candidate models to run as shadows (`--shadow`), as loaded from their files.
+    shadows: tuple[Model, ...] = ()
     # librdkafka-style security settings (security.protocol, sasl.*, ssl.ca.location), as
     # `streams.io.kafka_config.security_settings` builds them; empty for PLAINTEXT.
     security: dict[str, str] = field(default_factory=dict)
@@ -103,6 +105,12 @@ class Settings:
     def models_topic(self) -> str:
         """The app's model history: announcements and reports (`streams.app.switchlog`)."""
         return f"{self.resolved_app_id}-models"
+
+    @property
+    def shadow_topic(self) -> str:
+        """The shadow models' transitions (`streams.scoring.shadow`), each stamped with its
+        model version."""
+        return f"{self.output_topic}-shadow"
 
     @property
     def ingest_users_topic(self) -> str:

@@ -14,6 +14,10 @@ One switch, the same in every partition, whichever pod noticed the new model fir
    No partition has gone past T, so each applies events before T under the old model, switches
    at T (`streams.scoring.switch`) and goes on.
 
+Shadow models (`pql worker --shadow FILE`, `streams.scoring.shadow`) are announced the same way
+(`role: shadow`) and start at a time agreed the same way: S, the latest report. A shadow runs
+until a switch makes a version at or after its own live (its promotion, or a later model).
+
 A worker that restarts reads the log from the start: the switches made, and one under way
 (reporting for its partitions when it gets them). Records are read in log order by everyone and
 judged by the same rules, so every worker agrees on what was refused too. This module is the
@@ -29,6 +33,7 @@ from typing import Any
 from streams.model.errors import ModelError
 from streams.model.loader import parse_model
 from streams.model.spec import Model
+from streams.scoring.shadow import ShadowStart, check_shadow
 from streams.scoring.switch import IncompatibleModel, ModelSwitch, check_switch
 
 log = logging.getLogger(__name__)
@@ -36,15 +41,30 @@ log = logging.getLogger(__name__)
 NO_REPORT = -(2**62)  # a partition that had applied nothing yet when it reported
 
 
+LIVE = "live"
+SHADOW = "shadow"
+
+
 @dataclass
 class Pending:
     model: Model
     reports: dict[int, int] = field(default_factory=dict)  # by-account partition -> bound
+    role: str = LIVE  # a switch, or a shadow start
+
+    @property
+    def change_id(self) -> str:
+        """What reports name: the model's id, prefixed for a shadow start (a shadow and its
+        promotion are the same definition, but two changes)."""
+        fp = self.model.fingerprint
+        return fp if self.role == LIVE else f"{SHADOW}:{fp}"
 
 
-def announcement(model: Model, text: str, by: str, at_ms: int | None = None) -> dict[str, Any]:
+def announcement(
+    model: Model, text: str, by: str, at_ms: int | None = None, role: str = LIVE
+) -> dict[str, Any]:
     """The control record announcing `model` (its text travels along: any worker can run any
-    version of the history). `at_ms`: only for the app's first model (from the start)."""
+    version of the history). `at_ms`: only for the app's first model (from the start).
+    `role`: a switch to it, or a shadow of it."""
     return {
         "type": "model",
         "id": model.fingerprint,
@@ -53,25 +73,29 @@ def announcement(model: Model, text: str, by: str, at_ms: int | None = None) -> 
         "text": text,
         "by": by,
         "at": at_ms,
+        "role": role,
     }
 
 
-def report(model_id: str, bounds: dict[int, int | None], by: str) -> dict[str, Any]:
-    """An account stage's frozen stream time per partition it owns, for switch `model_id`."""
+def report(change_id: str, bounds: dict[int, int | None], by: str) -> dict[str, Any]:
+    """An account stage's frozen stream time per partition it owns, for the change
+    `change_id` (`Pending.change_id`)."""
     return {
         "type": "report",
-        "id": model_id,
+        "id": change_id,
         "partitions": {str(p): w for p, w in bounds.items()},
         "by": by,
     }
 
 
 class SwitchLog:
-    """Records in log order -> the switches made (`live`) and the one under way (`pending`)."""
+    """Records in log order -> the switches made (`live`), the shadows started (`shadows`)
+    and the change under way (`pending`)."""
 
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
         self.live: list[ModelSwitch] = []
+        self.shadows: list[ShadowStart] = []
         self.pending: Pending | None = None
         self.refused: dict[str, str] = {}  # model id -> why
         # Announced while another switch was under way: to be announced again after it.
@@ -81,31 +105,64 @@ class SwitchLog:
     def current(self) -> ModelSwitch | None:
         return self.live[-1] if self.live else None
 
-    def known(self, model: Model) -> bool:
-        """Whether `model` is live now, under way, or was refused (nothing to announce)."""
+    @property
+    def last_change_at(self) -> int:
+        """The stream time of the latest switch or shadow start."""
+        times = [sw.at_ms for sw in self.live[-1:]] + [sh.at_ms for sh in self.shadows[-1:]]
+        return max(times) if times else 0
+
+    def running_shadows(self) -> list[ShadowStart]:
+        """The shadows started and not ended (ended: a version at or after theirs is live)."""
+        cur = self.current
+        live = cur.model.version if cur is not None else 0
+        return [sh for sh in self.shadows if sh.model.version > live]
+
+    def known(self, model: Model, role: str = LIVE) -> bool:
+        """Whether there is nothing to announce for `model` in `role`: live now (a switch), run
+        as a shadow now or before (a shadow), under way, or refused."""
         fp = model.fingerprint
         cur = self.current
+        if role == LIVE:
+            done = cur is not None and cur.model.fingerprint == fp
+        else:
+            done = any(sh.model.fingerprint == fp for sh in self.shadows)
         return (
-            (cur is not None and cur.model.fingerprint == fp)
+            done
             or (self.pending is not None and self.pending.model.fingerprint == fp)
             or fp in self.refused
         )
 
-    def refusal(self, model: Model) -> str | None:
-        """Why `model` cannot follow the live one (None: it can). Versions only grow, and the
-        new model must take over the kept state (`streams.scoring.switch.check_switch`)."""
+    def refusal(self, model: Model, role: str = LIVE) -> str | None:
+        """Why `model` cannot follow the live one, or shadow it (None: it can). Versions only
+        grow, and the new model must take over the kept state
+        (`streams.scoring.switch.check_switch`); one shadow per version."""
         cur = self.current
         if cur is None:
             return "the app has no model yet to switch from"
-        if model.version <= cur.model.version:
-            return (
-                f"its version ({model.version}) is not after the live one's "
-                f"({cur.model.version}): versions only grow"
-            )
         try:
+            if role == SHADOW:
+                if any(sh.model.version == model.version for sh in self.running_shadows()):
+                    return f"a shadow of version {model.version} is running already"
+                check_shadow(cur.model, model)
+                return None
+            if model.version <= cur.model.version:
+                return (
+                    f"its version ({model.version}) is not after the live one's "
+                    f"({cur.model.version}): versions only grow"
+                )
             check_switch(cur.model, model)
         except IncompatibleModel as exc:
             return str(exc)
+        return None
+
+    def next_shadow(self, live_version: int, started: set[int]) -> ShadowStart | None:
+        """The first shadow start not made yet by a partition running `live_version` that has
+        started the shadows of versions `started` (one of a version not after the live one
+        has ended before it started there: skipped)."""
+        for sh in self.shadows:
+            v = sh.model.version
+            if v > live_version and v not in started:
+                return sh
         return None
 
     def next_after(self, version: int) -> ModelSwitch | None:
@@ -132,7 +189,8 @@ class SwitchLog:
             return self._refuse(model_id, f"not a valid model: {exc}")
         if model.fingerprint != model_id:
             return self._refuse(model_id, "its text does not match its id")
-        if self.known(model):
+        role = SHADOW if record.get("role") == SHADOW else LIVE
+        if self.known(model, role):
             return None  # announced again by another pod, or already refused
         cur = self.current
         if cur is None:
@@ -147,19 +205,20 @@ class SwitchLog:
                 f"v{self.pending.model.version} is under way (it is announced again once that "
                 "one is made)"
             )
-        why = self.refusal(model)
+        why = self.refusal(model, role)
         if why is not None:
             return self._refuse(model_id, why)
         self.deferred.discard(model_id)
-        self.pending = Pending(model)
+        self.pending = Pending(model, role=role)
+        what = "shadow" if role == SHADOW else "switch to"
         return (
-            f"switch to {model.name} v{model.version} announced by {record.get('by')}: "
+            f"{what} {model.name} v{model.version} announced by {record.get('by')}: "
             "freezing stream time for the partitions' reports"
         )
 
     def _reported(self, record: dict[str, Any]) -> str | None:
         pending = self.pending
-        if pending is None or record.get("id") != pending.model.fingerprint:
+        if pending is None or record.get("id") != pending.change_id:
             return None
         for part, bound in dict(record.get("partitions") or {}).items():
             p = int(part)
@@ -167,12 +226,15 @@ class SwitchLog:
                 pending.reports[p] = NO_REPORT if bound is None else int(bound)
         if len(pending.reports) < self.partitions:
             return None
-        cur = self.current
-        assert cur is not None  # a switch is pending only over a live model
-        at = max(max(pending.reports.values()), cur.at_ms + 1)
-        self.live.append(ModelSwitch(at, pending.model))
+        assert self.current is not None  # a change is pending only over a live model
+        at = max(max(pending.reports.values()), self.last_change_at + 1)
         self.pending = None
-        return f"switch to {pending.model.name} v{pending.model.version} at stream time {at}"
+        m = pending.model
+        if pending.role == SHADOW:
+            self.shadows.append(ShadowStart(at, m))
+            return f"shadow {m.name} v{m.version} runs from stream time {at}"
+        self.live.append(ModelSwitch(at, m))
+        return f"switch to {m.name} v{m.version} at stream time {at}"
 
     def _refuse(self, model_id: str, why: str) -> str:
         self.refused[model_id] = why

@@ -7,6 +7,10 @@ in the partition's table under `MODEL_KEY` once a switch there is complete, so a
 not switch it again). While a switch is announced and not yet agreed, the partition's stream
 time is frozen at what it had applied when it reported; once the switch time T is agreed, events
 before T are applied, the partition switches every account it owns at T, then goes on.
+
+Shadow models start the same way at their agreed time S (`streams.scoring.shadow`); the versions
+of the shadows a partition has started are stored under `SHADOWS_KEY`. Switches and shadow
+starts are made in each partition in the order of their times.
 """
 
 from __future__ import annotations
@@ -21,18 +25,35 @@ import msgspec
 from streams.app.switchlog import SwitchLog
 from streams.app.watermark import NO_TIME_END, StreamClock
 from streams.scoring.engine import Scorer
+from streams.scoring.shadow import ShadowStart
 from streams.scoring.switch import ModelSwitch
 
 if TYPE_CHECKING:
-    from streams.app.accounts import PartitionWork
+    from streams.app.partition import PartitionWork
 
 log = logging.getLogger(__name__)
 
 # The key, in each partition of the accounts table, of the model version that partition runs
 # (no account id starts with a NUL: the parser refuses control characters in ids).
 MODEL_KEY = "\x00pql:model-version"
+# The versions of the shadow models the partition has started (a msgpack list).
+SHADOWS_KEY = "\x00pql:shadows"
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(int).decode
+_decode_list = msgspec.msgpack.Decoder(list[int]).decode
+
+
+def is_control_key(key: str) -> bool:
+    """A key of the accounts table that is not an account (no account id starts with NUL)."""
+    return key.startswith("\x00")
+
+
+def encode_shadows(versions: set[int]) -> bytes:
+    return _encode(sorted(versions))
+
+
+def decode_shadows(data: bytes) -> set[int]:
+    return set(_decode_list(data))
 
 
 def encode_version(version: int) -> bytes:
@@ -62,33 +83,63 @@ class Versions:
         send_report: Callable[[str, dict[int, int | None]], None] | None = None,
         make_scorer: Callable[[ModelSwitch], Scorer] | None = None,
         on_switched: Callable[[int, float], None] | None = None,
+        on_shadow_started: Callable[[int, int, float], None] | None = None,
     ) -> None:
         self.first = first
         self.on_switched = on_switched  # (accounts decided again, seconds) per partition
+        # (shadow version, accounts started, seconds) per partition
+        self.on_shadow_started = on_shadow_started
         self.log = switchlog
         self.send_report = send_report
         self._make = make_scorer or (
             lambda sw: Scorer(sw.model, first.now_ms, effective_from_ms=sw.at_ms)
         )
         self._scorers: dict[int, Scorer] = {first.model.version: first}
+        self._shadow_scorers: dict[int, Scorer] = {}
         self.first_version = first.model.version
 
     def scorer(self, version: int) -> Scorer:
+        """The live model of `version` (every shadow of a later version running beside it)."""
         found = self._scorers.get(version)
         if found is None:
             assert self.log is not None, f"no model version {version}"
             sw = next(s for s in self.log.live if s.model.version == version)
             found = self._scorers[version] = self._make(sw)
+            found.shadows = [s for v, s in self._shadow_scorers.items() if v > version]
         return found
 
-    def due(self, version: int) -> ModelSwitch | None:
+    def shadow_scorer(self, version: int) -> Scorer:
+        """The shadow model of `version`, also set to run beside every live model before it
+        (it decides an account only where the account's state has its decision)."""
+        found = self._shadow_scorers.get(version)
+        if found is None:
+            assert self.log is not None, f"no shadow model version {version}"
+            sh = next(s for s in self.log.shadows if s.model.version == version)
+            found = Scorer(sh.model, self.first.now_ms, effective_from_ms=sh.at_ms)
+            self._shadow_scorers[version] = found
+            for v, live in self._scorers.items():
+                if v < version:
+                    live.shadows.append(found)
+        return found
+
+    def due(self, work: PartitionWork) -> ModelSwitch | ShadowStart | None:
+        """The partition's next switch or shadow start, once its time is agreed."""
+        if self.log is None:
+            return None
+        sw = self.log.next_after(work.version)
+        sh = self.log.next_shadow(work.version, work.shadows)
+        if sh is not None and (sw is None or sh.at_ms < sw.at_ms):
+            return sh
+        return sw
+
+    def next_switch(self, version: int) -> ModelSwitch | None:
         """The next switch after `version`, once its time is agreed."""
         return self.log.next_after(version) if self.log is not None else None
 
     def limit(self, work: PartitionWork) -> int:
-        """How far this partition's stream time may go now: up to the next agreed switch,
-        or to where it froze for an announced one (NO_TIME_END: no limit)."""
-        sw = self.due(work.version)
+        """How far this partition's stream time may go now: up to its next agreed switch or
+        shadow start, or to where it froze for an announced one (NO_TIME_END: no limit)."""
+        sw = self.due(work)
         if sw is not None:
             return sw.at_ms
         if self.log is not None and self.log.pending is not None:
@@ -110,14 +161,14 @@ class Versions:
     def _report(self, work: PartitionWork) -> None:
         """Freeze the partition where it is, and say so (once per announced switch)."""
         pending = self.log.pending if self.log is not None else None
-        if pending is None or work.reported == pending.model.fingerprint:
+        if pending is None or work.reported == pending.change_id:
             return
         logged = pending.reports.get(work.part)
         if logged is not None:
             # Reported already, by this partition's previous owner: freeze where it did (this
             # owner has applied nothing yet; what it re-reads may run past that report).
             work.frozen = logged
-            work.reported = pending.model.fingerprint
+            work.reported = pending.change_id
             return
         bound = applied_bound(work.clock)
         if bound is None:
@@ -126,9 +177,9 @@ class Versions:
             # Nothing read since the partition was assigned: what its kept state applied.
             bound = work.max_clock + 1 if work.max_clock is not None else None
         work.frozen = bound if bound is not None else NO_TIME_END
-        work.reported = pending.model.fingerprint
+        work.reported = pending.change_id
         if self.send_report is not None:
-            self.send_report(pending.model.fingerprint, {work.part: bound})
+            self.send_report(pending.change_id, {work.part: bound})
         log.info(
             "partition %d: stream time frozen at %s for the switch to v%d",
             work.part,
@@ -136,8 +187,27 @@ class Versions:
             pending.model.version,
         )
 
+    def shadow_started(
+        self, work: PartitionWork, sh: ShadowStart, started: float, accounts: int
+    ) -> None:
+        work.shadows.add(sh.model.version)
+        work.frozen = None
+        seconds = time.monotonic() - started
+        if self.on_shadow_started is not None:
+            self.on_shadow_started(sh.model.version, accounts, seconds)
+        log.info(
+            "partition %d: shadow %s v%d runs from stream time %d (%d accounts started in %.1f s)",
+            work.part,
+            sh.model.name,
+            sh.model.version,
+            sh.at_ms,
+            accounts,
+            seconds,
+        )
+
     def switched(self, work: PartitionWork, sw: ModelSwitch, started: float, accounts: int) -> None:
         work.version = sw.model.version
+        work.shadows = {v for v in work.shadows if v > work.version}  # promoted, or ended
         work.frozen = None
         if self.on_switched is not None:
             self.on_switched(accounts, time.monotonic() - started)

@@ -182,7 +182,10 @@ class Pipeline:
                 control.log if control is not None else None,
                 send_report=control.send_report if control is not None else None,
                 on_switched=self._count_switched,
+                on_shadow_started=self._count_shadow_started,
             ),
+            send_shadow=self._send_shadow,
+            on_shadow_transition=self._count_shadow_transition,
         )
         self._forward_pending: list[Any] = []
         self._relay_timer: asyncio.TimerHandle | None = None
@@ -334,6 +337,17 @@ class Pipeline:
     # -- helpers -----------------------------------------------------------------------------
     def _send_transition(self, account: str, payload: bytes) -> None:
         self.sink.produce(self.settings.output_topic, payload, account.encode())
+
+    def _send_shadow(self, account: str, payload: bytes) -> None:
+        self.sink.produce(self.settings.shadow_topic, payload, account.encode())
+
+    def _count_shadow_transition(self, t: dict[str, Any]) -> None:
+        self.metrics.shadow_transitions_total.labels(
+            str(t["model"]["version"]), t["kind"], t["segment"] or ""
+        ).inc()
+
+    def _count_shadow_started(self, version: int, accounts: int, seconds: float) -> None:
+        self.metrics.shadow_start_accounts_total.labels(str(version)).inc(accounts)
 
     async def _flush_sink(self) -> None:
         await self.sink.flush()

@@ -265,6 +265,29 @@ def test_model_configmap_reloads_live_or_rolls_the_pods(
     assert "roll the pods" in render("restart", content)[notes_path]
 
 
+def test_shadow_models_are_mounted_beside_the_model_and_named_to_the_worker(
+    docs: dict[str, list[dict[str, Any]]],
+) -> None:
+    env = {e["name"]: e for e in worker_container(docs["default"])["env"]}
+    assert "PQL_SHADOW" not in env  # none by default
+    vals = _tools.values("default")
+    with _tools.helm().Chart.load(str(CHART)) as chart:
+        content = chart.values["model"]["content"]
+    candidate = content.replace("version: 1", "version: 2").replace("score >= 100", "score >= 90")
+    other = content.replace("version: 1", "version: 3")
+    model = {"content": content, "shadows": {"lower-bar": candidate, "v3": other}}
+    manifests = _tools.manifests(_tools.render({**vals, "model": model}))
+    cm = one(manifests, "ConfigMap")
+    assert yaml.safe_load(cm["data"]["shadow-lower-bar.yaml"])["version"] == 2
+    assert yaml.safe_load(cm["data"]["shadow-v3.yaml"])["version"] == 3
+    env = {e["name"]: e for e in worker_container(manifests)["env"]}
+    paths = env["PQL_SHADOW"]["value"].split(" ")
+    assert sorted(paths) == [
+        "/etc/pql/model/shadow-lower-bar.yaml",
+        "/etc/pql/model/shadow-v3.yaml",
+    ]
+
+
 def test_optional_monitoring(docs: dict[str, list[dict[str, Any]]]) -> None:
     assert not by_kind(docs["default"], "ServiceMonitor")
     assert not by_kind(docs["default"], "PrometheusRule")

@@ -43,6 +43,9 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "pql_model_effective_from_seconds": ("gauge", ()),
     "pql_model_switch_pending": ("gauge", ()),
     "pql_model_reloads": ("counter", ("result",)),
+    "pql_shadow_running": ("gauge", ("version",)),
+    "pql_shadow_transitions": ("counter", ("version", "kind", "segment")),
+    "pql_shadow_start_accounts": ("counter", ("version",)),
     "pql_model_switch_accounts": ("counter", ()),
     "pql_model_switch_seconds": ("histogram", ()),
 }
@@ -89,6 +92,10 @@ def populated() -> Metrics:
     m.model_reloads_total.labels("announced").inc()
     m.model_switch_accounts_total.inc(3)
     m.model_switch_seconds.observe(0.2)
+    m.set_shadows({"4", "5"})
+    m.set_shadows({"5"})  # v4 promoted or ended: no longer reported
+    m.shadow_transitions_total.labels("5", "qualified", "").inc()
+    m.shadow_start_accounts_total.labels("5").inc(7)
     return m
 
 
@@ -111,6 +118,8 @@ def test_every_metric_renders_with_type_and_labels() -> None:
             own = {k for k in s.labels if k != "le"}
             assert own == set(labels), (name, s.labels)
     # The Info metric carries the model identity as labels with value 1.
+    running = fams["pql_shadow_running"].samples  # type: ignore[attr-defined]
+    assert [(r.labels, r.value) for r in running] == [({"version": "5"}, 1.0)]
     info = fams["pql_model_info"].samples  # type: ignore[attr-defined]
     assert info[0].labels == {"name": "pql-default", "version": "3", "fingerprint": "sha256:abcd"}
     assert info[0].value == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.app.switchlog import NO_REPORT, SwitchLog, announcement, report
+from streams.app.switchlog import NO_REPORT, SHADOW, SwitchLog, announcement, report
 from tests.unit.backtest.test_switch import V1, V2
 from tests.unit.scoring.util import model
 
@@ -77,3 +77,35 @@ def test_an_announcement_during_a_switch_is_deferred_not_refused() -> None:
     log.apply(announcement(M3, V3, "b"))  # announced again once v2 is made
     assert log.pending is not None and log.pending.model.version == 3
     assert not log.deferred
+
+
+def test_a_shadow_is_agreed_like_a_switch_and_ends_when_a_version_at_or_after_it_goes_live() -> (
+    None
+):
+    log = SwitchLog(partitions=2)
+    log.apply(announcement(M1, V1, "a", at_ms=0))
+    line = log.apply(announcement(M2, V2, "a", role=SHADOW))
+    assert line is not None and "shadow" in line
+    assert log.pending is not None and log.pending.change_id == f"shadow:{M2.fingerprint}"
+    # A report for the switch to the same definition is not one for its shadow.
+    log.apply(report(M2.fingerprint, {0: 900, 1: 900}, "a"))
+    assert log.pending is not None
+    log.apply(report(f"shadow:{M2.fingerprint}", {0: 400, 1: 300}, "a"))
+    assert [(sh.at_ms, sh.model.version) for sh in log.shadows] == [(400, 2)]
+    assert log.running_shadows() == log.shadows and _live(log) == [(0, 1)]
+    assert log.next_shadow(1, set()) is log.shadows[0]
+    assert log.next_shadow(1, {2}) is None  # started there already
+    # Announced again (another pod's config): nothing new; a second shadow of v2: refused.
+    assert log.apply(announcement(M2, V2, "b", role=SHADOW)) is None
+    assert log.known(M2, SHADOW) and not log.known(M2)
+    assert "running already" in (log.refusal(M2, SHADOW) or "")
+    # Its promotion: a switch to the same definition, after the shadow's start.
+    log.apply(announcement(M2, V2, "b"))
+    line = log.apply(report(M2.fingerprint, {0: 100, 1: 200}, "b"))
+    assert line is not None and "at stream time 401" in line  # after the shadow's start
+    assert _live(log) == [(0, 1), (401, 2)]
+    assert log.running_shadows() == []
+    assert log.next_shadow(2, set()) is None  # ended: a partition now on v2 skips its start
+    # A candidate not after the live version cannot shadow it.
+    assert "must be after the live one's" in (log.refusal(M2, SHADOW) or "")
+    assert log.refusal(M3, SHADOW) is None

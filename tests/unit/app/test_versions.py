@@ -71,7 +71,7 @@ def test_an_idle_app_reports_its_kept_state_and_may_switch() -> None:
     assert sent[-1] == (M2.fingerprint, {1: None})  # no state at all: nothing applied ever
 
     log.apply(report(M2.fingerprint, {0: 42_001, 1: None}, "a"))
-    sw = versions.due(1)
+    sw = versions.due(work)
     assert sw is not None and sw.at_ms == 42_001
     assert versions.limit(work) == 42_001
     assert versions.can_switch(work, sw.at_ms)

@@ -184,9 +184,7 @@ def test_any_interleaving_of_time_ordered_partitions_yields_the_sorted_stream(
     stage's pieces (StreamClock + Aligned/HoldBuffer) come out exactly in the order of the
     time-sorted stream: canonical key order."""
     streams = [sorted(p) for p in partitions]  # each partition in time order (ties any way)
-    events = [
-        Event(EventType(kind), mid, ts, "u", "acme") for p in streams for ts, kind, mid in p
-    ]
+    events = [Event(EventType(kind), mid, ts, "u", "acme") for p in streams for ts, kind, mid in p]
     expected = sorted(order_key(ev) for ev in events)
     queues = [
         [Event(EventType(kind), mid, ts, "u", "acme") for ts, kind, mid in p] for p in streams

@@ -86,3 +86,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail (printf "kafka.securityProtocol=%s needs kafka.sasl.existingSecret (a Secret with the SASL username and password)" .Values.kafka.securityProtocol) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The shadow model files, as PQL_SHADOW takes them: paths separated by spaces.
+*/}}
+{{- define "pql-streams.shadowPaths" -}}
+{{- $paths := list -}}
+{{- range $name, $_ := .Values.model.shadows -}}
+{{- $paths = append $paths (printf "/etc/pql/model/shadow-%s.yaml" $name) -}}
+{{- end -}}
+{{- join " " $paths -}}
+{{- end -}}

@@ -1,0 +1,140 @@
+"""The account stage's model changes (`streams.app.accounts`): a switch or a shadow start made
+in one partition goes over every account it owns (`streams.app.versions` says when; the core,
+`streams.scoring.switch` and `streams.scoring.shadow`, what it does to an account)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from streams.app.ingest.config import partition_of
+from streams.app.partition import PartitionWork
+from streams.app.table_writer import TableWriter
+from streams.app.versions import (
+    MODEL_KEY,
+    SHADOWS_KEY,
+    Versions,
+    encode_shadows,
+    encode_version,
+    is_control_key,
+)
+from streams.scoring.shadow import ShadowStart, start_shadow
+from streams.scoring.switch import ModelSwitch, switch_account
+from streams.state.account import AccountState
+
+
+class ModelSweeps:
+    """Mixed into `AccountStage`, whose state and output these use."""
+
+    versions: Versions
+    table: TableWriter
+    cache: dict[str, AccountState]
+    partitions: int
+    flush_max_events: int
+    _generation: int
+    flush: Callable[..., Coroutine[Any, Any, None]]  # `WriteBehind.flush`
+
+    def _emit(self, transitions: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def _emit_shadow(self, transitions: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def _state(self, part: int, account: str) -> AccountState | None:
+        raise NotImplementedError
+
+    def _catch_up(self, work: PartitionWork, account: str, state: AccountState) -> None:
+        """A state still decided by an older version than its partition runs (restored after
+        a crash in the middle of a switch): make the switches it missed."""
+        versions = self.versions
+        while state.version < work.version and (sw := versions.next_switch(state.version)):
+            old, new = versions.scorer(state.version), versions.scorer(sw.model.version)
+            self._emit(switch_account(old, new, account, state, sw.at_ms))
+            if old.shadow_out:
+                self._emit_shadow(old.take_shadow())
+            work.dirty.add(account)
+        work.timers.schedule(account, state.next_expiry)
+
+    async def _switch(self, work: PartitionWork, sw: ModelSwitch) -> None:
+        """Switch every account of the partition at `sw.at_ms` (stream time reached it, every
+        event before it is applied)."""
+        started = time.monotonic()
+        versions = self.versions
+        old, new = versions.scorer(work.version), versions.scorer(sw.model.version)
+        version = sw.model.version
+
+        def switch(account: str, state: AccountState) -> bool:
+            if state.version >= version:
+                return False
+            if state.version != work.version:
+                self._catch_up(work, account, state)
+            self._emit(switch_account(old, new, account, state, sw.at_ms))
+            if old.shadow_out:
+                self._emit_shadow(old.take_shadow())
+            return True
+
+        done = await self._sweep(work, switch)
+        if done is None:
+            return  # revoked meanwhile: the new owner switches it
+        self.table.put(work.part, MODEL_KEY, encode_version(version))
+        versions.switched(work, sw, started, done)
+        self.table.put(work.part, SHADOWS_KEY, encode_shadows(work.shadows))
+
+    async def _start_shadow(self, work: PartitionWork, sh: ShadowStart) -> None:
+        """Start shadow `sh` on every account of the partition at `sh.at_ms`
+        (`streams.scoring.shadow`)."""
+        started = time.monotonic()
+        versions = self.versions
+        live, shadow = versions.scorer(work.version), versions.shadow_scorer(sh.model.version)
+        version = sh.model.version
+
+        def start(account: str, state: AccountState) -> bool:
+            if version in state.shadows:
+                return False
+            if state.version != work.version:
+                self._catch_up(work, account, state)
+            transitions, started_here = start_shadow(live, shadow, account, state, sh.at_ms)
+            self._emit(transitions)
+            if live.shadow_out:
+                self._emit_shadow(live.take_shadow())
+            self._emit_shadow(started_here)
+            return True
+
+        done = await self._sweep(work, start)
+        if done is None:
+            return
+        versions.shadow_started(work, sh, started, done)
+        self.table.put(work.part, SHADOWS_KEY, encode_shadows(work.shadows))
+
+    async def _sweep(
+        self, work: PartitionWork, change: Callable[[str, AccountState], bool]
+    ) -> int | None:
+        """`change` every account the partition owns (True: it changed the state); how many
+        it changed, or None if the partition was revoked meanwhile. Yields to the event loop
+        every few hundred accounts and flushes every `flush_max_events` of them (a million
+        accounts take a while)."""
+        generation = self._generation
+        part = work.part
+        n = self.partitions
+        accounts = [a for a in self.cache if partition_of(a, n) == part]
+        cached = set(accounts)
+        accounts += [a for a, _ in self.table.partition_items(part) if a not in cached]
+        done = 0
+        for i, account in enumerate(accounts):
+            if is_control_key(account):
+                continue
+            if i % 256 == 0:
+                await asyncio.sleep(0)
+                if self._generation != generation:
+                    return None
+            state = self._state(part, account)
+            if state is None or not change(account, state):
+                continue
+            work.dirty.add(account)
+            work.timers.schedule(account, state.next_expiry)
+            done += 1
+            if len(work.dirty) >= self.flush_max_events:
+                await self.flush(wait=False)
+        return done
