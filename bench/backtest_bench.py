@@ -8,6 +8,10 @@ Uses --file if given, else /tmp/pql-bench/events-<N>.jsonl, generating it once w
 transitions written) R times (default 3) and prints one JSON object: the median and every run's
 events/s, where events/s = lines read / wall seconds of the replay, as the report's
 `events_per_second`. The machine it runs on matters: note its load when quoting a number.
+
+`--shadows K`: K shadow models run beside the live one from the start (`pql backtest --shadow`;
+the same signals, each a later version with its qualify bar 10 points lower than the last):
+what shadows cost the core.
 """
 
 from __future__ import annotations
@@ -15,18 +19,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from streams.backtest.runner import run_backtest  # noqa: E402
 from streams.gc_tuning import tune_gc  # noqa: E402
-from streams.model.loader import load_model  # noqa: E402
+from streams.model.loader import load_model, parse_model  # noqa: E402
+from streams.model.spec import Model  # noqa: E402
+from streams.scoring.shadow import ShadowStart  # noqa: E402
 
 
 def events_file(n: int) -> Path:
@@ -50,21 +58,35 @@ def events_file(n: int) -> Path:
     return out
 
 
+def candidate(model: Model, k: int) -> Model:
+    """`model` with a later version and each `score >= N` bar 10*k points lower."""
+    text = Path(str(model.source_path)).read_text()
+    text = re.sub(r"(?m)^version: *(\d+)", f"version: {model.version + k}", text, count=1)
+    text = re.sub(r"score >= (\d+)", lambda m: f"score >= {int(m.group(1)) - 10 * k}", text)
+    return parse_model(text, source=f"{model.source_path} (shadow {k})")
+
+
+def _drop(t: dict[str, Any]) -> None:
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--model", default=str(ROOT / "examples" / "team-chat.yaml"))
     ap.add_argument("--file", default=None)
+    ap.add_argument("--shadows", type=int, default=0)
     args = ap.parse_args()
     path = Path(args.file) if args.file else events_file(args.events)
     model = load_model(args.model)
+    shadows = [ShadowStart(0, candidate(model, i + 1)) for i in range(args.shadows)]
     tune_gc()  # as `pql backtest` does
     rates: list[float] = []
     lines = 0
     for _ in range(args.runs):
         started = time.perf_counter()
-        summary = run_backtest(model, [path])
+        summary = run_backtest(model, [path], shadows=shadows, shadow_sink=_drop)
         elapsed = time.perf_counter() - started
         lines = summary["events_read"]
         rates.append(lines / elapsed)
@@ -75,6 +97,7 @@ def main() -> None:
                 "model": args.model,
                 "events": lines,
                 "runs": len(rates),
+                "shadows": args.shadows,
                 "median_events_per_second": round(statistics.median(rates)),
                 "events_per_second": [round(r) for r in rates],
                 "load_average": [round(x, 2) for x in os.getloadavg()],

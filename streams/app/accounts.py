@@ -43,7 +43,6 @@ from streams.app.versions import (
     MODEL_KEY,
     SHADOWS_KEY,
     Versions,
-    decode_shadows,
     decode_version,
     is_control_key,
 )
@@ -325,11 +324,9 @@ class AccountStage(ModelSweeps, WriteBehind):
             work.version = (
                 decode_version(stored) if stored is not None else self.versions.first_version
             )
-            shadows = self.table.get(part, SHADOWS_KEY)
-            if shadows is not None:
-                work.shadows = {v for v in decode_shadows(shadows) if v > work.version}
-                for v in work.shadows:  # its states hold their decisions: they run again
-                    self.versions.shadow_scorer(v)
+            work.shadows = self.versions.restored_shadows(
+                self.table.get(part, SHADOWS_KEY), work.version
+            )
         return work
 
     def _state(self, part: int, account: str) -> AccountState | None:

@@ -51,6 +51,7 @@ class ModelSweeps:
         versions = self.versions
         while state.version < work.version and (sw := versions.next_switch(state.version)):
             old, new = versions.scorer(state.version), versions.scorer(sw.model.version)
+            versions.drop_stopped(state)
             self._emit(switch_account(old, new, account, state, sw.at_ms))
             if old.shadow_out:
                 self._emit_shadow(old.take_shadow())
@@ -70,6 +71,7 @@ class ModelSweeps:
                 return False
             if state.version != work.version:
                 self._catch_up(work, account, state)
+            versions.drop_stopped(state)
             self._emit(switch_account(old, new, account, state, sw.at_ms))
             if old.shadow_out:
                 self._emit_shadow(old.take_shadow())

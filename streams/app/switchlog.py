@@ -16,7 +16,10 @@ One switch, the same in every partition, whichever pod noticed the new model fir
 
 Shadow models (`pql worker --shadow FILE`, `streams.scoring.shadow`) are announced the same way
 (`role: shadow`) and start at a time agreed the same way: S, the latest report. A shadow runs
-until a switch makes a version at or after its own live (its promotion, or a later model).
+until a switch makes a version at or after its own live (its promotion, or a later model), or
+until a `stop` record (`pql shadow stop`): each partition stops it when it reads the record
+(nothing acts on a shadow, so where its topic ends is not agreed), and a stopped version is
+never run or promoted from its decisions again.
 
 A worker that restarts reads the log from the start: the switches made, and one under way
 (reporting for its partitions when it gets them). Records are read in log order by everyone and
@@ -52,6 +55,12 @@ class Pending:
     role: str = LIVE  # a switch, or a shadow start
 
     @property
+    def what(self) -> str:
+        """The change, for the log: "the switch to v4", "the shadow v5"."""
+        v = self.model.version
+        return f"the switch to v{v}" if self.role == LIVE else f"the shadow v{v}"
+
+    @property
     def change_id(self) -> str:
         """What reports name: the model's id, prefixed for a shadow start (a shadow and its
         promotion are the same definition, but two changes)."""
@@ -77,6 +86,11 @@ def announcement(
     }
 
 
+def stop(version: int, change_id: str, by: str) -> dict[str, Any]:
+    """The control record stopping the running shadow of `version`."""
+    return {"type": "stop", "id": change_id, "version": version, "by": by}
+
+
 def report(change_id: str, bounds: dict[int, int | None], by: str) -> dict[str, Any]:
     """An account stage's frozen stream time per partition it owns, for the change
     `change_id` (`Pending.change_id`)."""
@@ -96,6 +110,7 @@ class SwitchLog:
         self.partitions = partitions
         self.live: list[ModelSwitch] = []
         self.shadows: list[ShadowStart] = []
+        self.stopped: set[int] = set()  # versions of the shadows stopped
         self.pending: Pending | None = None
         self.refused: dict[str, str] = {}  # model id -> why
         # Announced while another switch was under way: to be announced again after it.
@@ -115,7 +130,11 @@ class SwitchLog:
         """The shadows started and not ended (ended: a version at or after theirs is live)."""
         cur = self.current
         live = cur.model.version if cur is not None else 0
-        return [sh for sh in self.shadows if sh.model.version > live]
+        return [
+            sh
+            for sh in self.shadows
+            if sh.model.version > live and sh.model.version not in self.stopped
+        ]
 
     def known(self, model: Model, role: str = LIVE) -> bool:
         """Whether there is nothing to announce for `model` in `role`: live now (a switch), run
@@ -143,6 +162,11 @@ class SwitchLog:
             if role == SHADOW:
                 if any(sh.model.version == model.version for sh in self.running_shadows()):
                     return f"a shadow of version {model.version} is running already"
+                if model.version in self.stopped:
+                    return (
+                        f"a shadow of version {model.version} was stopped: give the candidate "
+                        "a new version"
+                    )
                 check_shadow(cur.model, model)
                 return None
             if model.version <= cur.model.version:
@@ -161,7 +185,7 @@ class SwitchLog:
         has ended before it started there: skipped)."""
         for sh in self.shadows:
             v = sh.model.version
-            if v > live_version and v not in started:
+            if v > live_version and v not in started and v not in self.stopped:
                 return sh
         return None
 
@@ -179,6 +203,15 @@ class SwitchLog:
             return self._announced(record)
         if kind == "report":
             return self._reported(record)
+        if kind == "stop":
+            return self._stopped(record)
+        return None
+
+    def _stopped(self, record: dict[str, Any]) -> str | None:
+        for sh in self.running_shadows():
+            if f"{SHADOW}:{sh.model.fingerprint}" == record.get("id"):
+                self.stopped.add(sh.model.version)
+                return f"shadow {sh.model.name} v{sh.model.version} stopped by {record.get('by')}"
         return None
 
     def _announced(self, record: dict[str, Any]) -> str | None:
@@ -201,8 +234,8 @@ class SwitchLog:
         if self.pending is not None:  # not remembered as refused: announced again later
             self.deferred.add(model_id)
             return (
-                f"model {model_id[:12]} not taken now: the switch to "
-                f"v{self.pending.model.version} is under way (it is announced again once that "
+                f"model {model_id[:12]} not taken now: {self.pending.what} is under way (it is "
+                "announced again once that "
                 "one is made)"
             )
         why = self.refusal(model, role)

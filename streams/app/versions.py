@@ -27,6 +27,7 @@ from streams.app.watermark import NO_TIME_END, StreamClock
 from streams.scoring.engine import Scorer
 from streams.scoring.shadow import ShadowStart
 from streams.scoring.switch import ModelSwitch
+from streams.state.account import AccountState
 
 if TYPE_CHECKING:
     from streams.app.partition import PartitionWork
@@ -96,6 +97,7 @@ class Versions:
         )
         self._scorers: dict[int, Scorer] = {first.model.version: first}
         self._shadow_scorers: dict[int, Scorer] = {}
+        self._stopped_seen = 0  # how many stopped shadows the scorers were told of
         self.first_version = first.model.version
 
     def scorer(self, version: int) -> Scorer:
@@ -105,7 +107,10 @@ class Versions:
             assert self.log is not None, f"no model version {version}"
             sw = next(s for s in self.log.live if s.model.version == version)
             found = self._scorers[version] = self._make(sw)
-            found.shadows = [s for v, s in self._shadow_scorers.items() if v > version]
+            stopped = self.log.stopped
+            found.shadows = [
+                s for v, s in self._shadow_scorers.items() if v > version and v not in stopped
+            ]
         return found
 
     def shadow_scorer(self, version: int) -> Scorer:
@@ -126,11 +131,40 @@ class Versions:
         """The partition's next switch or shadow start, once its time is agreed."""
         if self.log is None:
             return None
+        if len(self.log.stopped) != self._stopped_seen:
+            self._stop_shadows()
+        if work.shadows & self.log.stopped:
+            work.shadows -= self.log.stopped
         sw = self.log.next_after(work.version)
         sh = self.log.next_shadow(work.version, work.shadows)
         if sh is not None and (sw is None or sh.at_ms < sw.at_ms):
             return sh
         return sw
+
+    def _stop_shadows(self) -> None:
+        """Shadows were stopped (`pql shadow stop`): no live model runs them any more."""
+        assert self.log is not None
+        self._stopped_seen = len(self.log.stopped)
+        gone = [self._shadow_scorers[v] for v in self.log.stopped if v in self._shadow_scorers]
+        for live in self._scorers.values():
+            live.shadows = [s for s in live.shadows if s not in gone]
+
+    def restored_shadows(self, stored: bytes | None, version: int) -> set[int]:
+        """The shadows a partition running `version` had started (`SHADOWS_KEY`'s value) and
+        still runs: their scorers are made, since its states hold their decisions."""
+        if stored is None or self.log is None:
+            return set()
+        running = {v for v in decode_shadows(stored) if v > version and v not in self.log.stopped}
+        for v in running:
+            self.shadow_scorer(v)
+        return running
+
+    def drop_stopped(self, state: AccountState) -> None:
+        """Forget the decisions of stopped shadows in `state` (before a switch: a stopped
+        shadow's last decision is not to be promoted)."""
+        if state.shadows and self.log is not None and self.log.stopped:
+            for v in [v for v in state.shadows if v in self.log.stopped]:
+                del state.shadows[v]
 
     def next_switch(self, version: int) -> ModelSwitch | None:
         """The next switch after `version`, once its time is agreed."""
@@ -181,10 +215,10 @@ class Versions:
         if self.send_report is not None:
             self.send_report(pending.change_id, {work.part: bound})
         log.info(
-            "partition %d: stream time frozen at %s for the switch to v%d",
+            "partition %d: stream time frozen at %s for %s",
             work.part,
             bound,
-            pending.model.version,
+            pending.what,
         )
 
     def shadow_started(

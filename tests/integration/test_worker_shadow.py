@@ -4,7 +4,8 @@ stream time it agreed (logged); its transitions go to `<output>-shadow` and equa
 v4 (the shadow started before any event: the candidate over the whole history), while the live
 topic stays v3's. Writing v4 into the model file promotes it: one switch, the shadow's decisions
 taken as they are, the same process. Both topics equal
-`pql backtest --shadow S=v4.yaml --switch-model T=v4.yaml`."""
+`pql backtest --shadow S=v4.yaml --switch-model T=v4.yaml`. A second shadow (v5) runs beside
+them until `pql shadow stop` stops it."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from streams.broker.kafka import KafkaBroker
+from streams.cli import main
 from streams.scoring.transitions import iso_ms
-from tests.integration.test_worker_model_change import V3, V4, _scenario, _switch_time
+from tests.integration.test_worker_model_change import V3, V4, _scenario, _switch_time, _wait_log
 from tests.integration.worker_harness import (
     WorkerProc,
     Workers,
@@ -32,7 +35,7 @@ from tests.integration.worker_harness import (
     workers,  # noqa: F401 - fixture
 )
 
-SHADOWED = re.compile(r"shadow team-chat v4 runs from stream time (\d+)")
+V5 = V4.replace("version: 4 ", "version: 5 ").replace('when: "score >= 70"', 'when: "score >= 50"')
 
 
 @pytest.fixture()
@@ -40,10 +43,11 @@ def broker(session_kafka_broker: KafkaBroker) -> KafkaBroker:
     return session_kafka_broker
 
 
-def _shadow_time(w: WorkerProc, timeout: float = 60) -> int:
+def _shadow_time(w: WorkerProc, version: int, timeout: float = 60) -> int:
+    pattern = re.compile(rf"shadow team-chat v{version} runs from stream time (\d+)")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = SHADOWED.findall(w.log_path.read_text(errors="replace"))
+        found = pattern.findall(w.log_path.read_text(errors="replace"))
         if found:
             return int(found[0])
         time.sleep(0.3)
@@ -60,13 +64,27 @@ def test_a_shadow_equals_a_backtest_of_the_candidate_and_its_promotion_the_backt
     model.write_text(V3)
     candidate = tmp_path / "v4.yaml"
     candidate.write_text(V4)
-    w = workers.start(model, names, extra_args=["--shadow", str(candidate)])
+    other = tmp_path / "v5.yaml"
+    other.write_text(V5)
+    w = workers.start(model, names, extra_args=["--shadow", str(candidate), "--shadow", str(other)])
     assert w.proc is not None
     pid = w.proc.pid
-    s_at = _shadow_time(w)
+    s_at = _shadow_time(w, 4)
+    _shadow_time(w, 5)
+    pql = ["--broker", bootstrap, "--app-id", names.app_id]
+    listed = CliRunner().invoke(main, ["shadow", "list", *pql])
+    assert listed.exit_code == 0, listed.output
+    assert "live: team-chat v3" in listed.output and "shadow: team-chat v5" in listed.output
     shadow_reader = workers.reader(f"{names.output_topic}-shadow")
     produce(bootstrap, names.input_topic, parts[0])
     wait_consumed([w], names.input_topic, third, 60)
+    stopped = CliRunner().invoke(main, ["shadow", "stop", *pql, "5"])
+    assert stopped.exit_code == 0, stopped.output
+    _wait_log(w, "shadow team-chat v5 stopped")
+    listed = CliRunner().invoke(main, ["shadow", "list", *pql])
+    assert "stopped: v5" in listed.output and "shadow: team-chat v4" in listed.output
+    again = CliRunner().invoke(main, ["shadow", "stop", *pql, "5"])
+    assert again.exit_code != 0 and "no shadow of version 5 runs" in again.output
     flowing = produce_in_background(bootstrap, names.input_topic, parts[1], rate=third / 6)
     time.sleep(1)
     model.write_text(V4)  # the promotion (the file is polled every second)
@@ -93,7 +111,11 @@ def test_a_shadow_equals_a_backtest_of_the_candidate_and_its_promotion_the_backt
     expected_shadow = [json.loads(line) for line in shadow_out.read_text().splitlines()]
     got = collect(reader, expected, timeout=120, settle=w.settle)
     assert_same_as_backtest(got, expected)
-    got_shadow = collect(shadow_reader, expected_shadow, timeout=60, settle=w.settle)
+    got_shadow = [
+        t
+        for t in collect(shadow_reader, expected_shadow, timeout=60, settle=w.settle)
+        if t["model"]["version"] == 4  # v5's end is where the stop found each partition
+    ]
     assert_same_as_backtest(got_shadow, expected_shadow, label="shadow")
     assert got_shadow and {t["model"]["version"] for t in got_shadow} == {4}
     assert all(t["occurred_at"] < iso_ms(t_at) for t in got_shadow), "the shadow outlived it"

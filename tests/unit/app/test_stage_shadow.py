@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from streams.app.accounts import AccountStage
-from streams.app.switchlog import SHADOW, SwitchLog, announcement, report
+from streams.app.switchlog import SHADOW, SwitchLog, announcement, report, stop
 from streams.app.versions import Versions
 from streams.app.wire import DIRECT, encode_frame, position
 from streams.backtest.runner import Backtest
@@ -47,6 +47,7 @@ class ShadowStage:
             partitions=1,
             flush_interval_s=3600.0,
             flush_max_events=1_000_000,
+            advance_idle_s=0.0,  # marks advance every account at once (no hop in flight here)
             idle_hold_s=0.0,
             versions=Versions(
                 scorer,
@@ -95,7 +96,12 @@ def _events() -> list[dict[str, Any]]:
                 out.append(
                     track("Message Sent", ts, user=f"{account}{u}", account=account, mid=mid)
                 )
-    return out
+    # e: 3 messages by one user on day 1, then nothing (70 points until day 8: a v2 PQL only).
+    out += [
+        track("Message Sent", T0 + DAY + (10 + i) * HOUR, user="e0", account="e", mid=f"e{i}")
+        for i in range(3)
+    ]
+    return sorted(out, key=lambda e: str(e["timestamp"]))
 
 
 def _backtest(
@@ -200,3 +206,38 @@ def iso_ms_of(t: dict[str, Any]) -> int:
     ms = iso_to_epoch_ms(t["occurred_at"])
     assert ms is not None
     return ms
+
+
+def test_a_stopped_shadow_sends_nothing_more_and_its_version_goes_live_decided_afresh() -> None:
+    events = _events()
+
+    def before(t: int) -> int:
+        return sum(1 for e in events if iso_ms(e) < t)
+
+    start, stopped, promoted = before(T0 + DAY // 2), before(T0 + 2 * DAY), before(T0 + 9 * DAY)
+    s, log, at_s = _shadow_after(events[:start])
+    for obj in events[start:stopped]:
+        s.feed(obj)
+    s.time(T0 + 2 * DAY)  # everything read so far applied
+    sent = len(s.shadow)
+    assert ("qualified", "e") in [(t["kind"], t["account_id"]) for t in s.shadow]
+    log.apply(stop(2, f"shadow:{M2.fingerprint}", "ops"))
+    for obj in events[stopped:promoted]:
+        s.feed(obj)
+    assert len(s.shadow) == sent  # stopped: nothing more, from the next record on
+    assert s.stage.work[0].shadows == set()
+    # Its version goes live after all: decided from the live status at the switch, as a plain
+    # switch. The stopped shadow's last decisions are stale (e's messages expired on day 8,
+    # the stopped shadow never saw it) and are not promoted.
+    log.apply(announcement(M2, V2, "a"))
+    s.time(iso_ms(events[promoted - 1]) + 1)
+    s.agree()
+    at_t = log.live[-1].at_ms
+    for obj in events[promoted:]:
+        s.feed(obj)
+    s.time(iso_ms(events[-1]) + 1)
+    live, _ = _backtest(events, [], [ModelSwitch(at_t, M2)])
+    assert _ids(s.live) == _ids(live)
+    assert not s.stage.cache["e"].pql
+    assert len(s.shadow) == sent
+    assert at_s < at_t

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.app.switchlog import NO_REPORT, SHADOW, SwitchLog, announcement, report
+from streams.app.switchlog import NO_REPORT, SHADOW, SwitchLog, announcement, report, stop
 from tests.unit.backtest.test_switch import V1, V2
 from tests.unit.scoring.util import model
 
@@ -109,3 +109,20 @@ def test_a_shadow_is_agreed_like_a_switch_and_ends_when_a_version_at_or_after_it
     # A candidate not after the live version cannot shadow it.
     assert "must be after the live one's" in (log.refusal(M2, SHADOW) or "")
     assert log.refusal(M3, SHADOW) is None
+
+
+def test_a_stopped_shadow_runs_no_more_and_is_never_run_again() -> None:
+    log = SwitchLog(partitions=1)
+    log.apply(announcement(M1, V1, "a", at_ms=0))
+    log.apply(announcement(M2, V2, "a", role=SHADOW))
+    log.apply(report(f"shadow:{M2.fingerprint}", {0: 400}, "a"))
+    assert [sh.model.version for sh in log.running_shadows()] == [2]
+    assert log.apply(stop(2, f"shadow:{M1.fingerprint}", "ops")) is None  # not a running one
+    line = log.apply(stop(2, f"shadow:{M2.fingerprint}", "ops"))
+    assert line is not None and "stopped" in line
+    assert log.running_shadows() == [] and log.stopped == {2}
+    assert log.next_shadow(1, set()) is None  # a partition that had not started it: never
+    assert log.apply(announcement(M2, V2, "b", role=SHADOW)) is None  # a pod's old config
+    edited = model(V2.replace("busy: ", "busier: "))
+    assert "was stopped" in (log.refusal(edited, SHADOW) or "")
+    assert log.refusal(M2) is None  # it may still go live (decided afresh, see the stage)
