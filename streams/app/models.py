@@ -70,7 +70,6 @@ class ModelControl:
         shadow_paths: Sequence[Path] = (),
     ) -> None:
         self.topic = topic
-        self.model_path = model_path
         self.files = [WatchedFile(model_path, LIVE)]
         self.files += [WatchedFile(path, SHADOW) for path in shadow_paths]
         self.metrics = metrics
