@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from streams.app.ingest import stage
 from streams.app.ingest.process import IngestStats
 from streams.app.ingest.stage import Ingest
 from tests.unit.app.test_ingest_process import _config
@@ -47,10 +48,12 @@ class SeekRefused:
 def test_a_refused_seek_after_a_pause_keeps_the_ingest_going(
     code: int, level: int, caplog: pytest.LogCaptureFixture, monkeypatch: Any
 ) -> None:
-    ingest = Ingest(_config(), IngestStats(0, {}, 0.0, frozenset({0, 1})))
     consumer = SeekRefused(code)
-    ingest._consumer.close()  # never used: no broker here
-    monkeypatch.setattr(ingest, "_consumer", consumer)
+    # No librdkafka client at all (no broker here): the consumer is the double, the producer
+    # is never used.
+    monkeypatch.setattr(stage, "Consumer", lambda conf: consumer)
+    monkeypatch.setattr(stage, "Producer", lambda conf: None)
+    ingest = Ingest(_config(), IngestStats(0, {}, 0.0, frozenset({0, 1})))
     ahead: set[int] = {1}
     monkeypatch.setattr(ingest.progress, "ahead", lambda now, drift: set(ahead))
     monkeypatch.setattr(ingest.progress, "next_offset", lambda q: 42)
