@@ -20,8 +20,9 @@ from streams.model.durations import DurationError, parse_duration
 from streams.model.errors import ModelError
 from streams.model.loader import load_model
 from streams.model.spec import Model
+from streams.scoring.backfill import check_backfill
 from streams.scoring.shadow import ShadowStart, check_shadow
-from streams.scoring.switch import IncompatibleModel, ModelSwitch, check_switch
+from streams.scoring.switch import IncompatibleModel, ModelSwitch
 from streams.scoring.transitions import iso_ms
 
 
@@ -58,7 +59,18 @@ from streams.scoring.transitions import iso_ms
     metavar="TIME=FILE",
     help="From stream time TIME (ISO 8601) on, the model in FILE decides, over the state the "
     "previous one kept, as a live switch does; TIME is the `model.effective_from` of the live "
-    "worker's transitions. Repeatable.",
+    "worker's transitions. A model with other signals has them built from the history first "
+    "(a backfill, see --backfill-from). Repeatable.",
+)
+@click.option(
+    "--backfill-from",
+    "backfill_from",
+    default=None,
+    metavar="TIME",
+    help="A --switch-model with other signals backfills them from the events at or after TIME "
+    "only, as a live backfill limited by the input topic's retention does: those signals are "
+    "partial until TIME plus their window, and its transitions list them in partial_signals. "
+    "Default: from the first event.",
 )
 @click.option(
     "--shadow",
@@ -89,6 +101,7 @@ def backtest(
     switch_specs: tuple[str, ...],
     shadow_specs: tuple[str, ...],
     shadow_out_path: str | None,
+    backfill_from: str | None,
     quiet: bool,
 ) -> None:
     """Replay EVENTS (JSONL, optionally gzipped; - for stdin) through MODEL offline."""
@@ -102,6 +115,13 @@ def backtest(
         if p != "-" and not os.path.exists(p):
             raise click.ClickException(f"no such events file: {p}")
     until_ms = parse_until(until)
+    backfill_from_ms = None
+    if backfill_from is not None:
+        backfill_from_ms = iso_to_epoch_ms(backfill_from)
+        if backfill_from_ms is None:
+            raise click.BadParameter(
+                f"not an ISO-8601 instant: {backfill_from!r}", param_hint="--backfill-from"
+            )
     disorder_ms = _parse_disorder(max_disorder)
     received_by_ms = parse_received_by(received_by)
     out: IO[bytes] | None = open(out_path, "wb") if out_path else None  # noqa: SIM115
@@ -134,6 +154,7 @@ def backtest(
                 switches=switches,
                 shadows=shadows,
                 shadow_sink=_jsonl_sink(shadow_out),
+                backfill_from_ms=backfill_from_ms,
             )
     finally:
         for f in (out, shadow_out):
@@ -226,12 +247,10 @@ def _parse_switches(first: Model, specs: tuple[str, ...]) -> list[ModelSwitch]:
     previous = first
     for sw in switches:
         try:
-            check_switch(previous, sw.model)
+            check_backfill(previous, sw.model)
         except IncompatibleModel as exc:
             raise click.ClickException(
-                f"cannot switch to {sw.model.source_path} at {iso_ms(sw.at_ms)}: {exc}. Live, "
-                "a signal change is a backfill (README: changing your model); offline, replay "
-                "the whole history with the new model instead."
+                f"cannot switch to {sw.model.source_path} at {iso_ms(sw.at_ms)}: {exc}."
             ) from exc
         previous = sw.model
     return switches

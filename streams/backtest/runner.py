@@ -21,6 +21,11 @@ Model switches (`pql backtest --switch-model TIME=FILE`) happen as in the worker
 advanced past it at the end), every account is advanced to TIME under the old model and decided
 again under the new one there.
 
+A switch to a model whose signals differ needs their history: the backtest builds it beside the
+live model from the start of the input (or from `backfill_from_ms`, `pql backtest
+--backfill-from`, as a live backfill limited by retention would) and switches over it
+(`streams.scoring.backfill`).
+
 Shadow models (`pql backtest --shadow TIME=FILE`, `streams.scoring.shadow`) start the same way
 at TIME and then decide every account beside the live model; their transitions go to their own
 sink. A switch to a shadow's model (its promotion) takes the shadow's decisions as they are.
@@ -44,9 +49,16 @@ from streams.events.routing import Router
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.events.types import Event, Reject
 from streams.model.spec import Model
+from streams.scoring.backfill import (
+    Carry,
+    carry,
+    check_backfill,
+    partial_windows,
+    switch_backfilled,
+)
 from streams.scoring.engine import Scorer
 from streams.scoring.shadow import ShadowStart, check_shadow, start_shadow
-from streams.scoring.switch import IncompatibleModel, ModelSwitch, check_switch, switch_account
+from streams.scoring.switch import IncompatibleModel, ModelSwitch, switch_account
 from streams.scoring.timers import ExpiryIndex
 from streams.scoring.transitions import iso_ms
 from streams.state.account import AccountState
@@ -55,6 +67,18 @@ TransitionSink = Callable[[dict[str, Any]], None]
 DEFAULT_MAX_DISORDER_MS = 3_600_000
 _NONE = -(2**62)
 _NEVER = 2**62
+
+
+@dataclass
+class _Backfill:
+    """A switch's model built beside the live one, deciding nothing, until its switch."""
+
+    scorer: Scorer
+    router: Router
+    carry: Carry
+    from_ms: int | None  # None: from the first event (the whole history)
+    changes: list[str]
+    states: dict[str, AccountState]
 
 
 @contextmanager
@@ -113,13 +137,16 @@ class Backtest:
         switches: Sequence[ModelSwitch] = (),
         shadows: Sequence[ShadowStart] = (),
         shadow_sink: TransitionSink | None = None,
+        backfill_from_ms: int | None = None,
     ) -> None:
         """`received_by_ms`: when the history was received (its export); an event without
         `receivedAt` timestamped past it (plus the skew tolerance) comes from a wrong clock and
         is rejected as the live worker rejects it. Default: the wall clock now; None: no check
         (for histories dated in the future, e.g. synthetic ones). `switches`: later model
         versions and the stream time each takes over at (raises `IncompatibleModel` for one
-        that cannot take over its predecessor's state). `shadows`: candidate models and the
+        that cannot follow its predecessor); one with other signals is backfilled from the
+        first event, or from `backfill_from_ms` (its backfilled signals are partial until that
+        instant plus their window). `shadows`: candidate models and the
         stream time each starts running beside the live one at; their transitions go to
         `shadow_sink` (raises `IncompatibleModel` for one that cannot shadow the model live
         then)."""
@@ -128,11 +155,22 @@ class Backtest:
         self._now_ms = now_ms
         self.scorer = self._scorer(model, 0)
         self.switches = sorted(switches, key=lambda sw: sw.at_ms)
+        self._backfills: dict[int, _Backfill] = {}
         previous = model
         for sw in self.switches:
-            check_switch(previous, sw.model)
+            changes = check_backfill(previous, sw.model)
+            if changes:
+                self._backfills[sw.model.version] = _Backfill(
+                    self._scorer(sw.model, sw.at_ms),
+                    Router(self.scorer.plan.user_traits),  # the same (`check_backfill`)
+                    carry(previous, sw.model),
+                    backfill_from_ms,
+                    changes,
+                    {},
+                )
             previous = sw.model
         self.switched: list[ModelSwitch] = []  # the switches made so far
+        self.backfilled: dict[int, _Backfill] = {}  # the backfills switched to, by version
         self.shadows = sorted(shadows, key=lambda sh: sh.at_ms)
         versions = [sh.model.version for sh in self.shadows]
         if len(set(versions)) < len(versions):
@@ -196,6 +234,8 @@ class Backtest:
             self._reject(line_no, reject)
         for account, delivered in deliveries:
             self._apply(account, delivered, line_no)
+        if self._backfills:
+            self._backfill(ev)
         if ev.ts > self.watermark:
             self.advance_watermark(ev.ts)
 
@@ -217,6 +257,14 @@ class Backtest:
         if self.scorer.shadow_out:
             self._emit_shadow(self.scorer.take_shadow())
         self.timers.schedule(account, state.next_expiry)
+
+    def _backfill(self, ev: Event) -> None:
+        for bf in self._backfills.values():
+            if bf.from_ms is not None and ev.ts < bf.from_ms:
+                continue
+            deliveries, _ = bf.router.route(ev)
+            for account, delivered in deliveries:
+                bf.states[account] = bf.scorer.absorb(bf.states.get(account), delivered)
 
     def advance_watermark(self, until: int) -> None:
         """Advance every account with an expiry due at or before `until`."""
@@ -264,6 +312,10 @@ class Backtest:
     def _switch(self, sw: ModelSwitch) -> None:
         at = sw.at_ms
         self.advance_watermark(at)  # the expiries up to the switch, under the old model
+        bf = self._backfills.pop(sw.model.version, None)
+        if bf is not None:
+            self._switch_backfilled(sw, bf)
+            return
         old, new = self.scorer, self._scorer(sw.model, at)
         new.shadows = [s for s in old.shadows if s.model.version > sw.model.version]
         for account in sorted(self.states):
@@ -272,6 +324,27 @@ class Backtest:
             if old.shadow_out:
                 self._emit_shadow(old.take_shadow())
             self.timers.schedule(account, state.next_expiry)
+        self.scorer = new
+        self.switched.append(sw)
+
+    def _switch_backfilled(self, sw: ModelSwitch, bf: _Backfill) -> None:
+        """A switch over backfilled signals (`streams.scoring.backfill`). Shadows of the old
+        signals end: they cannot read the new state."""
+        at = sw.at_ms
+        old, new = self.scorer, bf.scorer
+        if bf.from_ms is not None:
+            new.backfilled(bf.from_ms, partial_windows(sw.model, bf.carry))
+        self.backfilled[sw.model.version] = bf
+        for account in sorted(self.states.keys() | bf.states.keys()):
+            state, transitions = switch_backfilled(
+                old, new, bf.carry, account, self.states.get(account), bf.states.get(account), at
+            )
+            self.states[account] = state
+            self._emit(transitions)
+            if old.shadow_out:
+                self._emit_shadow(old.take_shadow())
+            self.timers.schedule(account, state.next_expiry)
+        bf.states = {}
         self.scorer = new
         self.switched.append(sw)
 
@@ -329,6 +402,7 @@ def run_backtest(
     switches: Sequence[ModelSwitch] = (),
     shadows: Sequence[ShadowStart] = (),
     shadow_sink: TransitionSink | None = None,
+    backfill_from_ms: int | None = None,
 ) -> dict[str, Any]:
     """Replay files through the core; return the summary. `progress(bytes_read)` is called
     every few thousand lines."""
@@ -341,6 +415,7 @@ def run_backtest(
         switches=switches,
         shadows=shadows,
         shadow_sink=shadow_sink,
+        backfill_from_ms=backfill_from_ms,
     )
     started = time.perf_counter()
     for n, line in history_lines(paths, progress):
@@ -348,10 +423,7 @@ def run_backtest(
     bt.finish(until)
     summary = bt.summary.build(time.perf_counter() - started)
     if switches:
-        summary["switches"] = [
-            {"at": iso_ms(sw.at_ms), "model": sw.model.name, "version": sw.model.version}
-            for sw in bt.switched
-        ]
+        summary["switches"] = [_switch_summary(bt, sw) for sw in bt.switched]
     if shadows:
         summary["shadows"] = [
             {
@@ -363,3 +435,19 @@ def run_backtest(
             for sh in bt.shadows_started
         ]
     return summary
+
+
+def _switch_summary(bt: Backtest, sw: ModelSwitch) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "at": iso_ms(sw.at_ms),
+        "model": sw.model.name,
+        "version": sw.model.version,
+    }
+    bf = bt.backfilled.get(sw.model.version)
+    if bf is not None:
+        out["backfill"] = {
+            "changes": bf.changes,
+            "signals": [name for name, _ in partial_windows(sw.model, bf.carry)],
+            "from": None if bf.from_ms is None else iso_ms(bf.from_ms),
+        }
+    return out

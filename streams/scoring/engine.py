@@ -100,6 +100,21 @@ class Scorer:
         # whose state has a decision of its version; their transitions wait in `shadow_out`.
         self.shadows: list[Scorer] = []
         self.shadow_out: list[dict[str, Any]] = []
+        # Signals built by a backfill that started after the history did
+        # (`streams.scoring.backfill`): (name, the instant its window has filled, or None).
+        self.partial: list[tuple[str, int | None]] = []
+        self.backfilled_from: str | None = None
+
+    def backfilled(self, history_from_ms: int, windows: list[tuple[str, int | None]]) -> None:
+        """This model's signals `windows` (name, window ms or None) were backfilled from
+        history starting at `history_from_ms`: they are partial until their window has filled
+        (a lifetime signal stays partial), and its transitions say so."""
+        self.backfilled_from = iso_ms(history_from_ms)
+        self.partial = [(n, None if w is None else history_from_ms + w) for n, w in windows]
+
+    def partial_at(self, at: int) -> list[str]:
+        """The backfilled signals still partial at instant `at`."""
+        return [n for n, until in self.partial if until is None or at < until]
 
     # -- state -----------------------------------------------------------------------------
     def new_state(self, shadows: Iterable[int] | None = None) -> AccountState:
@@ -163,6 +178,40 @@ class Scorer:
             remember(state, d or digest(ev.message_id), ev.ts)
             out.transitions = self._evaluate(account_id, state, state.clock, ev.message_id, changed)
         return out
+
+    def absorb(self, state: AccountState | None, ev: Event) -> AccountState:
+        """A backfill's `apply`: the event changes the signals exactly as `apply` would (a new
+        account gets a state), and nothing is decided (`streams.scoring.backfill`)."""
+        ts = ev.ts
+        d: bytes | None = None
+        if state is None:
+            state = self.new_state(())
+            state.first_seen = ts
+            state.clock = ts
+        elif state.dedup_ids and seen(state, d := digest(ev.message_id)):
+            return state
+        elif ts < state.clock:
+            if self.longest_window and ts <= state.clock - self.longest_window:
+                return state
+            if ts < state.first_seen:
+                state.first_seen = ts
+            if self.plan.apply(state, ev):
+                remember(state, d or digest(ev.message_id), ts)
+            return state
+        if state.next_expiry <= ts:
+            self.absorb_until(state, ts)
+        if self.plan.apply(state, ev):
+            remember(state, d or digest(ev.message_id), ts)
+        state.clock = ts
+        return state
+
+    def absorb_until(self, state: AccountState, until: int) -> None:
+        """A backfill's `advance`: every expiry at or before `until`, deciding nothing."""
+        while state.next_expiry <= until:
+            at = state.next_expiry
+            self.plan.expire(state, at)
+            if at > state.clock:
+                state.clock = at
 
     # -- time ------------------------------------------------------------------------------
     def advance(self, account_id: str, state: AccountState, until: int) -> list[dict[str, Any]]:
@@ -379,6 +428,8 @@ class Scorer:
                 message_id=message_id,
                 effective_from=self.effective_from,
                 model_change=model_change,
+                partial_signals=self.partial_at(at) if self.partial else None,
+                backfilled_from=self.backfilled_from,
             )
             for kind, segment in changes
         ]

@@ -132,13 +132,24 @@ def build_transition(
     message_id: str | None,
     effective_from: str,
     model_change: bool = False,
+    partial_signals: list[str] | None = None,
+    backfilled_from: str | None = None,
 ) -> dict[str, Any]:
-    """`effective_from`: the model version's start, already as ISO text (one per scorer)."""
+    """`effective_from`: the model version's start, already as ISO text (one per scorer).
+    `backfilled_from`: where the history of the version's backfilled signals began, and
+    `partial_signals` those whose window had not filled yet (`streams.scoring.backfill`)."""
     if message_id is not None:
         trigger = Trigger.EVENT
     else:
         trigger = Trigger.MODEL_CHANGE if model_change else Trigger.TIME
-    return {
+    model: dict[str, Any] = {
+        "name": model_name,
+        "version": model_version,
+        "effective_from": effective_from,
+    }
+    if backfilled_from is not None:
+        model["backfilled_from"] = backfilled_from
+    out = {
         "transition_id": transition_id(
             model_name,
             model_version,
@@ -150,7 +161,7 @@ def build_transition(
             trigger,
         ),
         "account_id": account_id,
-        "model": {"name": model_name, "version": model_version, "effective_from": effective_from},
+        "model": model,
         "kind": kind,
         "segment": segment,
         "score": score,
@@ -165,3 +176,6 @@ def build_transition(
         "trigger": trigger.value,
         "message_id": message_id,
     }
+    if partial_signals:
+        out["partial_signals"] = partial_signals
+    return out

@@ -53,8 +53,9 @@ def _bt(
     return bt, out, shadow_out
 
 
-def _history(seed: int) -> tuple[list[dict[str, Any]], int]:
-    events = sorted(generate(accounts=40, days=12, seed=seed), key=lambda e: e["timestamp"])
+def _history(seed: int, days: float = 12) -> tuple[list[dict[str, Any]], int]:
+    """A simulated history of 40 accounts, time-sorted, and its first instant."""
+    events = sorted(generate(accounts=40, days=days, seed=seed), key=lambda e: e["timestamp"])
     start = iso_to_epoch_ms(events[0]["timestamp"])
     assert start is not None
     return events, start
