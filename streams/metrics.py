@@ -270,7 +270,7 @@ class Metrics:
         self.model_reloads_total = Counter(
             "pql_model_reloads_total",
             "Model files read again (changed, or SIGHUP), by result: announced, invalid, "
-            "refused (not newer, or a signal change), unreadable.",
+            "refused (not newer, renamed, or reading new user traits), unreadable.",
             ["result"],
             registry=r,
         )
@@ -293,6 +293,28 @@ class Metrics:
             ["version"],
             registry=r,
         )
+        self.backfill_records_total = Counter(
+            "pql_backfill_records",
+            "Input records a backfill read to build a new model's signals (a model with other "
+            "signals than the live one; README: changing your model).",
+            ["version"],
+            registry=r,
+        )
+        self.backfill_caught_up = Gauge(
+            "pql_backfill_caught_up",
+            "Per backfill running in this worker (by model version): 0 while it reads the input "
+            "topic's retained records, 1 once it has caught up (its switch can then be agreed).",
+            ["version"],
+            registry=r,
+        )
+        self.partial_signals = Gauge(
+            "pql_partial_signals",
+            "1 for each signal of the live model that was backfilled from a history shorter "
+            "than its window (the input topic's retention) and has not filled yet at the "
+            "current stream time; the transitions list them in partial_signals.",
+            ["signal"],
+            registry=r,
+        )
         # Info appends `_info` itself: exposed as pql_model_info{name,version,fingerprint} 1.
         self.model_info = Info(
             "pql_model",
@@ -313,6 +335,23 @@ class Metrics:
                 self.shadow_running.remove(*labels)
         for version in versions:
             self.shadow_running.labels(version).set(1)
+
+    def set_partial_signals(self, names: Iterable[str]) -> None:
+        """``pql_partial_signals``: 1 per partial signal; filled ones are removed."""
+        keep = set(names)
+        for labels in list(self.partial_signals._metrics):
+            if labels[0] not in keep:
+                self.partial_signals.remove(*labels)
+        for name in keep:
+            self.partial_signals.labels(name).set(1)
+
+    def set_backfill(self, version: str | None, caught_up: bool) -> None:
+        """``pql_backfill_caught_up`` for the running backfill (None: none runs)."""
+        for labels in list(self.backfill_caught_up._metrics):
+            if labels[0] != version:
+                self.backfill_caught_up.remove(*labels)
+        if version is not None:
+            self.backfill_caught_up.labels(version).set(1 if caught_up else 0)
 
     def set_consumer_lag(self, rows: Iterable[LagLike]) -> None:
         """Set ``pql_consumer_lag_messages`` from lag rows (e.g. ``consumer_group_lag``).

@@ -202,7 +202,7 @@ class AccountStage(ModelSweeps, WriteBehind):
         cache = self.cache
         state = cache.get(account) or self._state(work.part, account)
         if state is not None and state.version != work.version:
-            self._catch_up(work, account, state)
+            state = self._catch_up(work, account, state)
         scorer = self.versions.scorer(work.version)
         outcome = scorer.apply(account, state, ev, work.shadows)
         if outcome.duplicate:
@@ -236,7 +236,7 @@ class AccountStage(ModelSweeps, WriteBehind):
         time stream time reached is made first (`streams.app.versions`)."""
         versions = self.versions
         while (change := versions.due(work)) is not None:
-            if not versions.can_switch(work, change.at_ms):
+            if not versions.can_switch(work, change.at_ms) or versions.awaits_backfill(change):
                 break
             self._release(work, change.at_ms, rejected)
             self._advance(work, change.at_ms, force=True)
@@ -278,7 +278,7 @@ class AccountStage(ModelSweeps, WriteBehind):
                 work.timers.schedule(account, state.next_expiry)  # busy: retry on a later mark
                 continue
             if state.version != work.version:
-                self._catch_up(work, account, state)
+                state = self._catch_up(work, account, state)
             transitions = scorer.advance(account, state, watermark)
             work.dirty.add(account)
             work.timers.schedule(account, state.next_expiry)

@@ -209,9 +209,11 @@ class ModelControl:
         running = {str(sh.model.version) for sh in self.log.running_shadows()}
         self.metrics.set_shadows(running)
 
-    def send_report(self, model_id: str, bounds: dict[int, int | None]) -> None:
+    def send_report(
+        self, model_id: str, bounds: dict[int, int | None], history_from: int | None = None
+    ) -> None:
         """Queued, not awaited (on the event loop): the reader thread sees it come back."""
-        self._send(report(model_id, bounds, self.worker_id), wait=False)
+        self._send(report(model_id, bounds, self.worker_id, history_from), wait=False)
 
     def _send(self, record: dict[str, Any], wait: bool = True) -> None:
         self._producer.produce(self.topic, orjson.dumps(record), key=record["type"].encode())

@@ -21,6 +21,13 @@ until a `stop` record (`pql shadow stop`): each partition stops it when it reads
 (nothing acts on a shadow, so where its topic ends is not agreed), and a stopped version is
 never run or promoted from its decisions again.
 
+A switch to a model with other signals (`streams.scoring.backfill`) is announced the same way;
+each worker first builds the new signals from the input topic (`streams.app.backfill`), and its
+partitions report only once that has caught up, each report saying where the history it read
+began (`history_from`, the latest one counts). The rest is the same; at T each partition takes
+the backfilled states over. A shadow reads the live model's state: one whose signals are no
+longer the live model's ends at such a switch.
+
 A worker that restarts reads the log from the start: the switches made, and one under way
 (reporting for its partitions when it gets them). Records are read in log order by everyone and
 judged by the same rules, so every worker agrees on what was refused too. This module is the
@@ -35,9 +42,10 @@ from typing import Any
 
 from streams.model.errors import ModelError
 from streams.model.loader import parse_model
-from streams.model.spec import Model
+from streams.model.spec import Model, state_fingerprint
+from streams.scoring.backfill import check_backfill, needs_backfill
 from streams.scoring.shadow import ShadowStart, check_shadow
-from streams.scoring.switch import IncompatibleModel, ModelSwitch, check_switch
+from streams.scoring.switch import IncompatibleModel, ModelSwitch
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,8 @@ class Pending:
     model: Model
     reports: dict[int, int] = field(default_factory=dict)  # by-account partition -> bound
     role: str = LIVE  # a switch, or a shadow start
+    backfill: bool = False  # a switch to other signals: they are built first
+    history_from: int | None = None  # the latest start of the history a backfill read
 
     @property
     def what(self) -> str:
@@ -91,15 +101,21 @@ def stop(version: int, change_id: str, by: str) -> dict[str, Any]:
     return {"type": "stop", "id": change_id, "version": version, "by": by}
 
 
-def report(change_id: str, bounds: dict[int, int | None], by: str) -> dict[str, Any]:
+def report(
+    change_id: str, bounds: dict[int, int | None], by: str, history_from: int | None = None
+) -> dict[str, Any]:
     """An account stage's frozen stream time per partition it owns, for the change
-    `change_id` (`Pending.change_id`)."""
-    return {
+    `change_id` (`Pending.change_id`); for a backfill, where the history it read began (None:
+    the whole history)."""
+    out: dict[str, Any] = {
         "type": "report",
         "id": change_id,
         "partitions": {str(p): w for p, w in bounds.items()},
         "by": by,
     }
+    if history_from is not None:
+        out["history_from"] = history_from
+    return out
 
 
 class SwitchLog:
@@ -109,6 +125,9 @@ class SwitchLog:
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
         self.live: list[ModelSwitch] = []
+        # The switches made over a backfill: version -> where the history read began (None:
+        # the whole history).
+        self.backfills: dict[int, int | None] = {}
         self.shadows: list[ShadowStart] = []
         self.stopped: set[int] = set()  # versions of the shadows stopped
         self.pending: Pending | None = None
@@ -130,10 +149,13 @@ class SwitchLog:
         """The shadows started and not ended (ended: a version at or after theirs is live)."""
         cur = self.current
         live = cur.model.version if cur is not None else 0
+        signals = state_fingerprint(cur.model) if cur is not None else ""
         return [
             sh
             for sh in self.shadows
-            if sh.model.version > live and sh.model.version not in self.stopped
+            if sh.model.version > live
+            and sh.model.version not in self.stopped
+            and state_fingerprint(sh.model) == signals
         ]
 
     def known(self, model: Model, role: str = LIVE) -> bool:
@@ -174,7 +196,7 @@ class SwitchLog:
                     f"its version ({model.version}) is not after the live one's "
                     f"({cur.model.version}): versions only grow"
                 )
-            check_switch(cur.model, model)
+            check_backfill(cur.model, model)
         except IncompatibleModel as exc:
             return str(exc)
         return None
@@ -183,9 +205,13 @@ class SwitchLog:
         """The first shadow start not made yet by a partition running `live_version` that has
         started the shadows of versions `started` (one of a version not after the live one
         has ended before it started there: skipped)."""
+        live = next((sw.model for sw in self.live if sw.model.version == live_version), None)
+        signals = state_fingerprint(live) if live is not None else None
         for sh in self.shadows:
             v = sh.model.version
             if v > live_version and v not in started and v not in self.stopped:
+                if signals is not None and state_fingerprint(sh.model) != signals:
+                    continue  # ended by a switch to other signals
                 return sh
         return None
 
@@ -242,7 +268,14 @@ class SwitchLog:
         if why is not None:
             return self._refuse(model_id, why)
         self.deferred.discard(model_id)
-        self.pending = Pending(model, role=role)
+        backfill = role == LIVE and needs_backfill(cur.model, model)
+        self.pending = Pending(model, role=role, backfill=backfill)
+        if backfill:
+            return (
+                f"switch to {model.name} v{model.version} announced by {record.get('by')}: its "
+                "signals differ, so each worker builds them from the input topic first, then "
+                "the partitions report"
+            )
         what = "shadow" if role == SHADOW else "switch to"
         return (
             f"{what} {model.name} v{model.version} announced by {record.get('by')}: "
@@ -257,6 +290,9 @@ class SwitchLog:
             p = int(part)
             if 0 <= p < self.partitions and p not in pending.reports:
                 pending.reports[p] = NO_REPORT if bound is None else int(bound)
+        history = record.get("history_from")
+        if pending.backfill and history is not None:
+            pending.history_from = max(int(history), pending.history_from or int(history))
         if len(pending.reports) < self.partitions:
             return None
         assert self.current is not None  # a change is pending only over a live model
@@ -267,6 +303,16 @@ class SwitchLog:
             self.shadows.append(ShadowStart(at, m))
             return f"shadow {m.name} v{m.version} runs from stream time {at}"
         self.live.append(ModelSwitch(at, m))
+        if pending.backfill:
+            self.backfills[m.version] = pending.history_from
+            return (
+                f"switch to {m.name} v{m.version} at stream time {at}, over backfilled signals "
+                + (
+                    "(the whole history)"
+                    if pending.history_from is None
+                    else f"(history from {pending.history_from}: partial until it fills)"
+                )
+            )
         return f"switch to {m.name} v{m.version} at stream time {at}"
 
     def _refuse(self, model_id: str, why: str) -> str:

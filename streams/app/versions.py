@@ -8,6 +8,11 @@ not switch it again). While a switch is announced and not yet agreed, the partit
 time is frozen at what it had applied when it reported; once the switch time T is agreed, events
 before T are applied, the partition switches every account it owns at T, then goes on.
 
+A switch to a model with other signals needs them built first (`streams.app.backfill`): the
+stage keeps one backfill running while such a switch is announced or made and some partition it
+owns has not switched; its partitions report only once the backfill has caught up, and switch
+at T once it can hand their states over.
+
 Shadow models start the same way at their agreed time S (`streams.scoring.shadow`); the versions
 of the shadows a partition has started are stored under `SHADOWS_KEY`. Switches and shadow
 starts are made in each partition in the order of their times.
@@ -24,12 +29,15 @@ import msgspec
 
 from streams.app.switchlog import SwitchLog
 from streams.app.watermark import NO_TIME_END, StreamClock
+from streams.model.spec import Model, state_fingerprint
+from streams.scoring.backfill import carry, partial_windows
 from streams.scoring.engine import Scorer
 from streams.scoring.shadow import ShadowStart
 from streams.scoring.switch import ModelSwitch
 from streams.state.account import AccountState
 
 if TYPE_CHECKING:
+    from streams.app.backfill import Backfill
     from streams.app.partition import PartitionWork
 
 log = logging.getLogger(__name__)
@@ -81,10 +89,11 @@ class Versions:
         self,
         first: Scorer,
         switchlog: SwitchLog | None = None,
-        send_report: Callable[[str, dict[int, int | None]], None] | None = None,
+        send_report: Callable[[str, dict[int, int | None], int | None], None] | None = None,
         make_scorer: Callable[[ModelSwitch], Scorer] | None = None,
         on_switched: Callable[[int, float], None] | None = None,
         on_shadow_started: Callable[[int, int, float], None] | None = None,
+        make_backfill: Callable[[Model, set[int]], Backfill] | None = None,
     ) -> None:
         self.first = first
         self.on_switched = on_switched  # (accounts decided again, seconds) per partition
@@ -99,19 +108,81 @@ class Versions:
         self._shadow_scorers: dict[int, Scorer] = {}
         self._stopped_seen = 0  # how many stopped shadows the scorers were told of
         self.first_version = first.model.version
+        self.make_backfill = make_backfill
+        self.backfill: Backfill | None = None  # the one running (`tend`)
 
     def scorer(self, version: int) -> Scorer:
         """The live model of `version` (every shadow of a later version running beside it)."""
         found = self._scorers.get(version)
         if found is None:
             assert self.log is not None, f"no model version {version}"
-            sw = next(s for s in self.log.live if s.model.version == version)
+            i, sw = next((i, s) for i, s in enumerate(self.log.live) if s.model.version == version)
             found = self._scorers[version] = self._make(sw)
+            if version in self.log.backfills and i > 0:
+                history_from = self.log.backfills[version]
+                if history_from is not None:
+                    c = carry(self.log.live[i - 1].model, sw.model)
+                    found.backfilled(history_from, partial_windows(sw.model, c))
+                self.first.codec.accept(found.model_tag)  # the table holds its states too
             stopped = self.log.stopped
+            signals = state_fingerprint(sw.model)
             found.shadows = [
-                s for v, s in self._shadow_scorers.items() if v > version and v not in stopped
+                s
+                for v, s in self._shadow_scorers.items()
+                if v > version and v not in stopped and state_fingerprint(s.model) == signals
             ]
         return found
+
+    # -- backfills ------------------------------------------------------------------------------
+    def backfill_target(self, versions: list[int]) -> Model | None:
+        """The model a backfill must be running for, for partitions running `versions`: one
+        announced with other signals, or agreed and not yet made in one of them."""
+        if self.log is None:
+            return None
+        for sw in self.log.live:
+            v = sw.model.version
+            if v in self.log.backfills and any(have < v for have in versions):
+                return sw.model
+        pending = self.log.pending
+        if pending is not None and pending.backfill:
+            return pending.model
+        return None
+
+    def tend(self, works: dict[int, PartitionWork], owned: Callable[[], set[int]]) -> None:
+        """Start, feed or stop the backfill (every tenth of a second, on the event loop);
+        `owned`: the by-account partitions this worker owns."""
+        target = self.backfill_target([w.version for w in works.values()] or [0])
+        bf = self.backfill
+        if bf is not None and (target is None or target.version != bf.version):
+            bf.stop()
+            self.backfill = bf = None
+        if target is None or self.make_backfill is None:
+            return
+        if bf is None:
+            bf = self.backfill = self.make_backfill(target, owned())
+            bf.start()
+        else:
+            bf.set_owned(owned())
+        bounds = [b for w in works.values() if (b := applied_bound(w.clock)) is not None]
+        if bounds:
+            bf.set_floor(max(bounds))
+
+    def awaits_backfill(self, change: ModelSwitch | ShadowStart) -> bool:
+        """Whether `change` is a switch over backfilled signals whose backfill cannot hand the
+        states over yet (the partition stays at the switch time meanwhile)."""
+        if not isinstance(change, ModelSwitch) or self.log is None:
+            return False
+        version = change.model.version
+        return version in self.log.backfills and not self.backfill_ready(version)
+
+    def backfill_ready(self, version: int) -> bool:
+        bf = self.backfill
+        return bf is not None and bf.version == version and bf.ready()
+
+    def stop_backfill(self) -> None:
+        if self.backfill is not None:
+            self.backfill.stop()
+            self.backfill = None
 
     def shadow_scorer(self, version: int) -> Scorer:
         """The shadow model of `version`, also set to run beside every live model before it
@@ -204,6 +275,12 @@ class Versions:
             work.frozen = logged
             work.reported = pending.change_id
             return
+        history_from = None
+        if pending.backfill:
+            if not self.backfill_ready(pending.model.version):
+                return  # not frozen while the backfill catches up: it reports after
+            assert self.backfill is not None
+            history_from = self.backfill.history_from
         bound = applied_bound(work.clock)
         if bound is None:
             if not work.clock.heard_all or len(work.align):
@@ -213,7 +290,7 @@ class Versions:
         work.frozen = bound if bound is not None else NO_TIME_END
         work.reported = pending.change_id
         if self.send_report is not None:
-            self.send_report(pending.change_id, {work.part: bound})
+            self.send_report(pending.change_id, {work.part: bound}, history_from)
         log.info(
             "partition %d: stream time frozen at %s for %s",
             work.part,

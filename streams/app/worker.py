@@ -29,6 +29,7 @@ import faust
 from faust.types import TP
 
 from streams.app.accounts import AccountStage
+from streams.app.backfill import Backfill
 from streams.app.broker_watch import BrokerWatch
 from streams.app.dlq import dlq_headers
 from streams.app.faust_transport import install as install_transport
@@ -54,6 +55,7 @@ from streams.events.timestamps import iso_to_epoch_ms
 from streams.events.types import Event, Reject
 from streams.io.lag import consumer_group_lag
 from streams.metrics import Metrics
+from streams.model.spec import Model
 from streams.scoring.engine import Scorer
 
 # How often the worker applies the ingest process's report (stream time, its metrics).
@@ -183,6 +185,7 @@ class Pipeline:
                 send_report=control.send_report if control is not None else None,
                 on_switched=self._count_switched,
                 on_shadow_started=self._count_shadow_started,
+                make_backfill=self._make_backfill,
             ),
             send_shadow=self._send_shadow,
             on_shadow_transition=self._count_shadow_transition,
@@ -263,6 +266,9 @@ class Pipeline:
         m.pql_accounts.set(self.stage.pql_accounts)
         for segment in self.settings.model.segments:
             m.segment_accounts.labels(segment.name).set(self.stage.segment_accounts[segment.name])
+        bf = self.stage.versions.backfill
+        m.set_backfill(str(bf.version) if bf else None, bf is not None and bf.ready())
+        m.set_partial_signals(self.stage.partial_signals())
 
     async def _refresh_lag(self) -> None:
         """Lag from the broker's committed offsets: the numbers `pql lag` and an external
@@ -313,6 +319,20 @@ class Pipeline:
         """What the control topic's reader read: announcements, reports, switches agreed."""
         assert self.control is not None
         self.control.drain()
+        self.stage.tend_backfill()
+
+    def _make_backfill(self, model: Model, owned: set[int]) -> Backfill:
+        s = self.settings
+        records = self.metrics.backfill_records_total.labels(str(model.version))
+        return Backfill(
+            model,
+            s.broker,
+            s.input_topic,
+            s.partitions,
+            owned,
+            s.security or None,
+            on_records=records.inc,
+        )
 
     async def _check_model_file(self) -> None:
         """The model file, if it changed (not polled with --model-poll 0), or on SIGHUP."""

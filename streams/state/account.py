@@ -111,9 +111,17 @@ class StateCodec:
     def __init__(self, model_tag: str, also: tuple[str, ...] = ()) -> None:
         self.model_tag = model_tag
         self._tags = frozenset((model_tag, *also))
+        # Tags of later model versions' signals, read as they are (`accept`).
+        self._kept: frozenset[str] = frozenset()
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(AccountState)
         self._summary = msgspec.msgpack.Decoder(StateSummary)
+
+    def accept(self, tag: str) -> None:
+        """Read states of another model's signals too, keeping their tag: a table whose
+        accounts switch to a model with other signals (`streams.scoring.backfill`) holds both
+        kinds until every partition has switched."""
+        self._kept = self._kept | {tag}
 
     def encode(self, state: AccountState) -> bytes:
         return self._encoder.encode(state)
@@ -130,7 +138,7 @@ class StateCodec:
         if not data:
             return None
         value = decoder.decode(data)
-        if value.model == self.model_tag:
+        if value.model == self.model_tag or value.model in self._kept:
             return value
         if value.model in self._tags:
             value.model = self.model_tag  # written again under the current tag

@@ -72,12 +72,7 @@ def _switch_time(ws: list[WorkerProc], timeout: float = 90) -> int:
 
 
 def _wait_log(w: WorkerProc, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in w.log_path.read_text(errors="replace"):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"{text!r} not logged:\n{w.log_tail(30)}")
+    w.wait_log(re.escape(text), timeout)
 
 
 def _check_after_switch(got: list[dict], at: int) -> None:

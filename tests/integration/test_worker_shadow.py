@@ -10,7 +10,6 @@ them until `pql shadow stop` stops it."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -44,14 +43,8 @@ def broker(session_kafka_broker: KafkaBroker) -> KafkaBroker:
 
 
 def _shadow_time(w: WorkerProc, version: int, timeout: float = 60) -> int:
-    pattern = re.compile(rf"shadow team-chat v{version} runs from stream time (\d+)")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = pattern.findall(w.log_path.read_text(errors="replace"))
-        if found:
-            return int(found[0])
-        time.sleep(0.3)
-    raise AssertionError(f"no shadow start logged:\n{w.log_tail(30)}")
+    found = w.wait_log(rf"shadow team-chat v{version} runs from stream time (\d+)", timeout)
+    return int(found.group(1))
 
 
 def test_a_shadow_equals_a_backtest_of_the_candidate_and_its_promotion_the_backtest_too(

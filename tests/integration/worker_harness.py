@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -245,6 +246,17 @@ class WorkerProc:
 
     def kill(self) -> int | None:
         return self.stop(signal.SIGKILL, grace=10.0)
+
+    def wait_log(self, pattern: str | re.Pattern[str], timeout: float = 30) -> re.Match[str]:
+        """The first match of `pattern` (a regex) in the worker's log, once it is there."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = regex.search(self.log_path.read_text(errors="replace"))
+            if found:
+                return found
+            time.sleep(0.3)
+        raise AssertionError(f"{regex.pattern!r} not logged:\n{self.log_tail(40)}")
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -46,6 +46,9 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "pql_shadow_running": ("gauge", ("version",)),
     "pql_shadow_transitions": ("counter", ("version", "kind", "segment")),
     "pql_shadow_start_accounts": ("counter", ("version",)),
+    "pql_backfill_records": ("counter", ("version",)),
+    "pql_backfill_caught_up": ("gauge", ("version",)),
+    "pql_partial_signals": ("gauge", ("signal",)),
     "pql_model_switch_accounts": ("counter", ()),
     "pql_model_switch_seconds": ("histogram", ()),
 }
@@ -96,6 +99,10 @@ def populated() -> Metrics:
     m.set_shadows({"5"})  # v4 promoted or ended: no longer reported
     m.shadow_transitions_total.labels("5", "qualified", "").inc()
     m.shadow_start_accounts_total.labels("5").inc(7)
+    m.backfill_records_total.labels("6").inc(1000)
+    m.set_backfill("6", caught_up=False)
+    m.set_partial_signals({"uploads", "messages"})
+    m.set_partial_signals({"uploads"})  # messages filled: no longer reported
     return m
 
 
@@ -120,6 +127,8 @@ def test_every_metric_renders_with_type_and_labels() -> None:
     # The Info metric carries the model identity as labels with value 1.
     running = fams["pql_shadow_running"].samples  # type: ignore[attr-defined]
     assert [(r.labels, r.value) for r in running] == [({"version": "5"}, 1.0)]
+    partial = fams["pql_partial_signals"].samples  # type: ignore[attr-defined]
+    assert [(r.labels, r.value) for r in partial] == [({"signal": "uploads"}, 1.0)]
     info = fams["pql_model_info"].samples  # type: ignore[attr-defined]
     assert info[0].labels == {"name": "pql-default", "version": "3", "fingerprint": "sha256:abcd"}
     assert info[0].value == 1

@@ -52,7 +52,7 @@ class ShadowStage:
             versions=Versions(
                 scorer,
                 log,
-                send_report=lambda i, b: self.reports.append(report(i, b, "test")),
+                send_report=lambda i, b, h: self.reports.append(report(i, b, "test", h)),
             ),
             send_shadow=lambda a, p: self.shadow.append(orjson.loads(p)),
         )

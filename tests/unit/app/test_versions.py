@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from streams.app.accounts import PartitionWork
 from streams.app.switchlog import SwitchLog, announcement, report
 from streams.app.versions import Versions, applied_bound
 from streams.app.watermark import DIRECT, NO_TIME, NO_TIME_END, StreamClock
+from streams.model.spec import Model
 from streams.scoring.engine import Scorer
 from tests.unit.backtest.test_switch import V1, V2
 from tests.unit.scoring.util import model
@@ -17,7 +20,7 @@ def _setup() -> tuple[Versions, SwitchLog, list[tuple[str, dict[int, int | None]
     log = SwitchLog(partitions=2)
     log.apply(announcement(M1, V1, "a", at_ms=0))
     sent: list[tuple[str, dict[int, int | None]]] = []
-    versions = Versions(Scorer(M1), log, send_report=lambda i, b: sent.append((i, b)))
+    versions = Versions(Scorer(M1), log, send_report=lambda i, b, _h: sent.append((i, b)))
     return versions, log, sent
 
 
@@ -101,3 +104,85 @@ def test_a_new_owner_freezes_where_the_previous_owner_reported() -> None:
     work = _work(0)
     work.clock.merge({0: (9_000, 10, True), 1: (9_500, 4, True)})
     assert versions.limit(work) == 5_000 and not sent
+
+
+class _Backfill:
+    """What `Versions` sees of `streams.app.backfill.Backfill` (its Kafka side is tested on a
+    broker, tests/integration/test_worker_backfill.py)."""
+
+    def __init__(self, m: Model, owned: set[int]) -> None:
+        self.model, self.version, self.owned = m, m.version, owned
+        self.running, self.caught_up = False, False
+        self.history_from: int | None = None
+        self.floor: int | None = None
+
+    def start(self) -> None:
+        self.running = True
+
+    def stop(self) -> None:
+        self.running = False
+
+    def ready(self) -> bool:
+        return self.caught_up
+
+    def set_owned(self, parts: set[int]) -> None:
+        self.owned = parts
+
+    def set_floor(self, floor: int) -> None:
+        self.floor = floor
+
+
+WINDOWED = V2.replace("window: 7d}\n  seats", "window: 3d}\n  seats")
+
+
+def test_a_switch_to_other_signals_reports_only_once_its_backfill_caught_up() -> None:
+    log = SwitchLog(partitions=1)
+    log.apply(announcement(M1, V1, "a", at_ms=0))
+    sent: list[tuple[str, dict[int, int | None], int | None]] = []
+    made: list[_Backfill] = []
+
+    def make(m: Model, owned: set[int]) -> Any:
+        made.append(_Backfill(m, owned))
+        return made[-1]
+
+    versions = Versions(
+        Scorer(M1), log, send_report=lambda i, b, h: sent.append((i, b, h)), make_backfill=make
+    )
+    work = _work(0)
+    works = {0: work}
+    versions.tend(works, lambda: {0})
+    assert not made  # nothing to backfill
+    new = model(WINDOWED)
+    line = log.apply(announcement(new, WINDOWED, "a"))
+    assert line is not None and "builds them from the input topic" in line
+    assert log.pending is not None and log.pending.backfill
+    work.clock.merge({0: (5_000, 10, True), 1: (7_000, 3, True)})
+    versions.tend(works, lambda: {0})
+    assert len(made) == 1 and made[0].running and made[0].owned == {0}
+    assert made[0].floor == 5_000  # the switch cannot come before what partition 0 applied
+    assert versions.limit(work) == NO_TIME_END and not sent  # not frozen while it catches up
+    made[0].caught_up, made[0].history_from = True, 1_234
+    assert versions.limit(work) == 5_000
+    assert sent == [(new.fingerprint, {0: 5_000}, 1_234)]
+    log.apply(report(new.fingerprint, {0: 5_000}, "a", history_from=1_234))
+    assert log.backfills == {2: 1_234}
+    sw = versions.due(work)
+    assert sw is not None and sw.at_ms == 5_000 and not versions.awaits_backfill(sw)
+    made[0].caught_up = False  # a restart of the backfill (a partition gained, say)
+    assert versions.awaits_backfill(sw)
+    scorer = versions.scorer(2)  # partial from the history's start for its new signals
+    assert scorer.partial == [("msgs", 1_234 + 3 * 86_400_000)]
+    work.version = 2  # switched: nothing more to backfill
+    versions.tend(works, lambda: {0})
+    assert not made[0].running and versions.backfill is None and len(made) == 1
+
+
+def test_the_latest_start_of_history_reported_counts() -> None:
+    log = SwitchLog(partitions=2)
+    log.apply(announcement(M1, V1, "a", at_ms=0))
+    new = model(WINDOWED)
+    log.apply(announcement(new, WINDOWED, "a"))
+    log.apply(report(new.fingerprint, {0: 10}, "a"))  # the whole history
+    log.apply(report(new.fingerprint, {1: 20}, "b", history_from=300))  # retention cut it
+    assert [(sw.at_ms, sw.model.version) for sw in log.live] == [(0, 1), (20, 2)]
+    assert log.backfills == {2: 300}

@@ -1,0 +1,105 @@
+"""A model whose signals change, taken by the running worker on real Apache Kafka (README
+"Changing your model"): the worker builds the new signals from the input topic's retained
+records while the old model keeps serving, then switches at one agreed stream time T; its
+transitions are exactly `pql backtest --switch-model T=NEW.yaml`'s (which builds them from the
+same history), by the same process, while events flow."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.broker.kafka import KafkaBroker
+from streams.io.simulate import generate
+from streams.scoring.transitions import iso_ms
+from tests.integration.worker_harness import (
+    EXAMPLES,
+    WorkerNames,
+    Workers,
+    assert_same_as_backtest,
+    backtest,
+    collect,
+    metric_samples,
+    name_accounts,
+    produce,
+    produce_in_background,
+    wait_consumed,
+    workers,  # noqa: F401 - fixture
+    write_parts,
+)
+
+MODEL = EXAMPLES / "team-chat.yaml"
+V3 = MODEL.read_text()
+# v5: messages over 14 days instead of 30, and a new signal (uploads this week) that scores and
+# makes a segment (entered at the switch by every account that uploaded that week).
+V5 = (
+    V3.replace("version: 3 ", "version: 5 ")
+    .replace(
+        'messages:      {count: "Message Sent", window: 30d}',
+        'messages:      {count: "Message Sent", window: 14d}\n'
+        '  uploads:       {count: "File Uploaded", window: 7d}',
+    )
+    .replace(
+        "score:                             # points while a condition holds\n",
+        "score:                             # points while a condition holds\n"
+        '  - {when: "uploads >= 3", points: 20}\n',
+    )
+    .replace("segments:", 'segments:\n  uploading: "uploads >= 1"', 1)
+)
+SWITCHED = re.compile(r"switch to team-chat v5 at stream time (\d+), over backfilled signals")
+
+
+@pytest.fixture()
+def broker(session_kafka_broker: KafkaBroker) -> KafkaBroker:
+    return session_kafka_broker
+
+
+def test_a_signal_change_is_backfilled_from_the_topic_then_switched(
+    workers: Workers,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    assert V5.count("version: 5") == 1 and "uploads >= 3" in V5 and "window: 14d" in V5
+    assert 'uploading: "uploads >= 1"' in V5
+    events = name_accounts(generate(accounts=24, days=12, seed=29))
+    parts = write_parts(tmp_path, events, 3)
+    third = len(events) // 3
+    names = WorkerNames.unique("backfill")
+    names.create_topics(workers.bootstrap)
+    reader = workers.reader(names.output_topic)
+    model = tmp_path / "model.yaml"
+    model.write_text(V3)
+    w = workers.start(model, names)
+    assert w.proc is not None
+    pid = w.proc.pid
+    produce(workers.bootstrap, names.input_topic, parts[0])
+    wait_consumed([w], names.input_topic, third, 60)
+
+    flowing = produce_in_background(workers.bootstrap, names.input_topic, parts[1], rate=third / 6)
+    time.sleep(1)
+    model.write_text(V5)
+    at = int(w.wait_log(SWITCHED, 120).group(1))
+    flowing.join(60)
+    produce(workers.bootstrap, names.input_topic, parts[2])
+    v5 = tmp_path / "v5.yaml"
+    v5.write_text(V5)
+    expected = backtest(
+        MODEL, *parts, out_dir=tmp_path, extra=["--switch-model", f"{iso_ms(at)}={v5}"]
+    )
+    got = collect(reader, expected, timeout=120, settle=w.settle)
+    assert_same_as_backtest(got, expected)
+
+    after = [t for t in got if t["occurred_at"] >= iso_ms(at)]
+    changed = [t for t in after if t["trigger"] == "model_change"]
+    assert any(t["segment"] == "uploading" for t in changed), "the switch changed nothing"
+    assert all(t["model"]["version"] == 5 for t in after)
+    # Every input record was still there: the history is whole, nothing is partial.
+    assert all("partial_signals" not in t and "backfilled_from" not in t["model"] for t in got)
+    text = w.log_path.read_text(errors="replace")
+    assert "its signals differ, so each worker builds them from the input topic" in text
+    assert re.search(r"backfill of v5 caught up: \d+ records", text), w.log_tail(40)
+    assert w.running and w.proc.pid == pid, "the switch restarted the worker"
+    read = metric_samples(w.metrics(), "pql_backfill_records_total")
+    assert read.get('{version="5"}', 0) >= third, read
