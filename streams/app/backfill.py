@@ -21,8 +21,11 @@ the new model after the switch).
   applies later (before T, so late there) is skipped by message id; one it read at or after T is
   the live path's.
 - `history_from`: None when every input partition still holds its first record (the history is
-  whole); otherwise the latest first-retained event time over the partitions, from which the
-  backfilled signals are partial until their window has filled.
+  whole); otherwise R, the latest first-retained event time over the partitions: only events at
+  or after R are read from the topic (before it, some partition lost its records), and the
+  backfilled signals are partial until R plus their window. With a *seed* (`pql worker
+  --backfill-seed FILE`, an export of the older history) the events before R come from the
+  file instead, and the history is whole again.
 - A partition gained while the backfill runs (a rebalance) restarts it: its accounts' history was
   not kept. A worker restarted before its partitions switched starts the backfill again.
 """
@@ -35,11 +38,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from streams.app.ingest.config import partition_of
+from streams.backtest.runner import history_lines
 from streams.events.order import HoldBuffer, order_key
 from streams.events.parse import parse_event
 from streams.events.resolver import user_trait_keys
@@ -59,6 +65,16 @@ _BATCH = 2000
 _POLL_S = 0.05
 
 
+@dataclass(frozen=True)
+class BackfillSource:
+    """Where a backfill reads: the input topic, and optionally a seed file of older history."""
+
+    bootstrap: str
+    topic: str
+    security: Mapping[str, Any] | None = None
+    seed: Path | None = None
+
+
 class Backfill:
     """One model's backfill (see module). The event loop calls `set_owned`, `set_floor`,
     `handover` and reads `caught_up`, `history_from`; the thread does the rest."""
@@ -66,21 +82,18 @@ class Backfill:
     def __init__(
         self,
         model: Model,
-        bootstrap: str,
-        input_topic: str,
+        source: BackfillSource,
         partitions: int,
         owned: set[int],
-        security: Mapping[str, Any] | None = None,
         ahead_ms: int = 3_600_000,
         on_records: Callable[[int], None] | None = None,
     ) -> None:
         self.model = model
         self.version = model.version
         self.scorer = Scorer(model)
-        self.bootstrap = bootstrap
-        self.topic = input_topic
+        self.source = source
+        self.topic = source.topic
         self.partitions = partitions
-        self.security = security
         self.ahead_ms = ahead_ms
         self.on_records = on_records
         self.caught_up = threading.Event()
@@ -91,6 +104,7 @@ class Backfill:
         self._handed: set[int] = set()
         self._floor = _NONE
         self._at: int | None = None  # the agreed switch time, once known
+        self._cut = _NONE  # topic events before this are not read (R, see module)
         self._restart = False
         self._requests: list[tuple[int, concurrent.futures.Future[dict[str, AccountState]]]] = []
         self._stop = threading.Event()
@@ -174,7 +188,7 @@ class Backfill:
 
     def _pass(self) -> None:
         """Read from the first retained records until stopped or restarted."""
-        conf = consumer_config(self.bootstrap, None, self.security)
+        conf = consumer_config(self.source.bootstrap, None, self.source.security)
         conf |= {"enable.partition.eof": True, "fetch.max.bytes": 16 * 1024 * 1024}
         consumer = Consumer(conf)
         try:
@@ -187,16 +201,19 @@ class Backfill:
                 self._restart = False
                 self._reset()
             self._next = dict(lows)
-            truncated = {q for q, low in lows.items() if low > 0}
-            first_ts: dict[int, int] = {}
+            cut = self._first_retained(consumer, {q: low for q, low in lows.items() if low > 0})
+            self._cut = _NONE if cut is None else cut
+            seed = self.source.seed
+            self.history_from = cut if seed is None else None
+            if cut is not None and seed is not None:
+                self._read_seed(seed, cut)
             consumer.assign([TopicPartition(self.topic, q, lows[q]) for q in parts])
             started = time.monotonic()
             while not self._stop.is_set() and not self._restart:
                 msgs = consumer.consume(_BATCH, _POLL_S)
-                self._take(msgs, truncated, first_ts)
+                self._take(msgs)
                 self._release(consumer, parts)
                 if not self.caught_up.is_set() and len(self._at_end) == len(parts):
-                    self.history_from = max(first_ts.values()) if truncated and first_ts else None
                     self.caught_up.set()
                     log.info(
                         "backfill of v%d caught up: %d records in %.1f s (history %s)",
@@ -210,7 +227,52 @@ class Backfill:
         finally:
             consumer.close()
 
-    def _take(self, msgs: list[Message], truncated: set[int], first_ts: dict[int, int]) -> None:
+    def _first_retained(self, consumer: Consumer, truncated: dict[int, int]) -> int | None:
+        """R: the latest event time of the first retained event over the partitions that
+        lost records (`truncated`: partition -> its first retained offset); None if none did."""
+        if not truncated:
+            return None
+        consumer.assign([TopicPartition(self.topic, q, low) for q, low in truncated.items()])
+        first: dict[int, int] = {}
+        deadline = time.monotonic() + 60
+        while len(first) < len(truncated) and time.monotonic() < deadline:
+            for m in consumer.consume(_BATCH, _POLL_S):
+                q = m.partition()
+                if m.error() is not None or q is None or q in first:
+                    continue
+                ev = parse_event(m.value() or b"", time.time() * 1000)
+                if not isinstance(ev, Reject):
+                    first[q] = ev.ts
+        consumer.unassign()
+        return max(first.values()) if first else None
+
+    def _read_seed(self, path: Path, cut: int) -> None:
+        """The seed file's events before `cut` (the topic has the rest), in event-time order."""
+        now = time.time() * 1000
+        hold: HoldBuffer[Event] = HoldBuffer()
+        latest = _NONE
+        n = 0
+        for _, line in history_lines([path]):
+            ev = parse_event(line, now)
+            if isinstance(ev, Reject) or ev.ts >= cut:
+                continue
+            n += 1
+            hold.push(order_key(ev), ev)
+            if ev.ts > latest:
+                latest = ev.ts
+                with self._lock:
+                    for held in hold.release(latest - self.ahead_ms):
+                        self._deliver(held)
+            if self._stop.is_set() or self._restart:
+                return
+        with self._lock:
+            for held in hold.release_all():
+                self._deliver(held)
+        log.info(
+            "backfill of v%d: %d events before %d from the seed %s", self.version, n, cut, path
+        )
+
+    def _take(self, msgs: list[Message]) -> None:
         read = 0
         for m in msgs:
             q = m.partition()
@@ -229,8 +291,6 @@ class Backfill:
             ev = parse_event(m.value() or b"", broker_ms if broker_ms > 0 else time.time() * 1000)
             if isinstance(ev, Reject):
                 continue  # dead-lettered by the live path already
-            if q in truncated and q not in first_ts:
-                first_ts[q] = ev.ts
             if ev.ts > self._latest.get(q, _NONE):
                 self._latest[q] = ev.ts
             self._hold.push(order_key(ev), ev)
@@ -268,6 +328,11 @@ class Backfill:
             if self._at is None:
                 self._parked.append(ev)
             return  # at or after the switch: the live path's
+        if ev.ts >= self._cut:
+            self._deliver(ev)
+
+    def _deliver(self, ev: Event) -> None:
+        """Route one event and absorb it into the owned accounts' states (under the lock)."""
         deliveries, _ = self._router.route(ev)
         n = self.partitions
         for account, delivered in deliveries:
@@ -287,7 +352,7 @@ class Backfill:
         while not self._stop.is_set():
             if all(self._next.get(q, 0) >= highs[q] for q in parts):
                 break
-            self._take(consumer.consume(_BATCH, _POLL_S), set(), {})
+            self._take(consumer.consume(_BATCH, _POLL_S))
         with self._lock:
             parked, self._parked = self._parked, []
             for ev in parked:

@@ -191,6 +191,15 @@ def _env(name: str) -> str:
     "<output topic>-shadow; watched like --model. Making it the --model file promotes it. "
     "Repeatable (PQL_SHADOW: paths separated by spaces).",
 )
+@click.option(
+    "--backfill-seed",
+    "backfill_seed",
+    envvar=_env("BACKFILL_SEED"),
+    type=click.Path(exists=True, dir_okay=False),
+    help="History older than the input topic's retention (JSONL, optionally gzipped: an "
+    "export of the same events): a backfill for a model with other signals reads it for the "
+    "events before the topic's first retained one, so the new signals are whole, not partial.",
+)
 @click.option("--log-level", envvar=_env("LOG_LEVEL"), default="info", show_default=True)
 def worker(
     model_path: str,
@@ -219,6 +228,7 @@ def worker(
     stall_timeout: float,
     model_poll: float,
     shadow_paths: tuple[str, ...],
+    backfill_seed: str | None,
     log_level: str,
     security: dict[str, str] | None,
 ) -> None:
@@ -253,6 +263,7 @@ def worker(
         stall_timeout_s=stall_timeout,
         model_poll_s=model_poll,
         shadows=shadows,
+        backfill_seed=Path(backfill_seed) if backfill_seed else None,
         security=security or {},
     )
     from streams.app.run import run_worker

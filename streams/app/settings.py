@@ -65,6 +65,8 @@ class Settings:
     model_poll_s: float = 1.0
     # Candidate models to run as shadows (`--shadow`), as loaded from their files.
     shadows: tuple[Model, ...] = ()
+    # History older than the input topic's retention, for backfills (`--backfill-seed`).
+    backfill_seed: Path | None = None
     # librdkafka-style security settings (security.protocol, sasl.*, ssl.ca.location), as
     # `streams.io.kafka_config.security_settings` builds them; empty for PLAINTEXT.
     security: dict[str, str] = field(default_factory=dict)

@@ -81,6 +81,15 @@ def applied_bound(clock: StreamClock) -> int | None:
     return clock.value + clock.grace_ms + 1 if clock.idle else clock.value
 
 
+def _floor(work: PartitionWork) -> int | None:
+    """A stream time the next switch cannot come before, from this partition: where it froze
+    for it (its report), or what it applied so far (its report will be at least that). Not
+    the clock once frozen: marks go on moving it past the report."""
+    if work.frozen is not None:
+        return None if work.frozen >= NO_TIME_END else work.frozen
+    return applied_bound(work.clock)
+
+
 class Versions:
     """The stage's view of the app's model history (one per stage; `switchlog` is fed by
     `streams.app.models` on the event loop)."""
@@ -163,7 +172,7 @@ class Versions:
             bf.start()
         else:
             bf.set_owned(owned())
-        bounds = [b for w in works.values() if (b := applied_bound(w.clock)) is not None]
+        bounds = [b for w in works.values() if (b := _floor(w)) is not None]
         if bounds:
             bf.set_floor(max(bounds))
 

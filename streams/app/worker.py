@@ -29,7 +29,7 @@ import faust
 from faust.types import TP
 
 from streams.app.accounts import AccountStage
-from streams.app.backfill import Backfill
+from streams.app.backfill import Backfill, BackfillSource
 from streams.app.broker_watch import BrokerWatch
 from streams.app.dlq import dlq_headers
 from streams.app.faust_transport import install as install_transport
@@ -326,11 +326,9 @@ class Pipeline:
         records = self.metrics.backfill_records_total.labels(str(model.version))
         return Backfill(
             model,
-            s.broker,
-            s.input_topic,
+            BackfillSource(s.broker, s.input_topic, s.security or None, s.backfill_seed),
             s.partitions,
             owned,
-            s.security or None,
             on_records=records.inc,
         )
 

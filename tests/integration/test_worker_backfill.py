@@ -2,7 +2,12 @@
 "Changing your model"): the worker builds the new signals from the input topic's retained
 records while the old model keeps serving, then switches at one agreed stream time T; its
 transitions are exactly `pql backtest --switch-model T=NEW.yaml`'s (which builds them from the
-same history), by the same process, while events flow."""
+same history), by the same process, while events flow.
+
+When the topic has lost its oldest records (retention), the backfilled signals count the events
+since R, the latest first-retained event time, and say they are partial (`partial_signals`, the
+`pql_partial_signals` gauge): `pql backtest --backfill-from R` gives the same. With the lost
+history as a seed file (`--backfill-seed`) the signals are whole again."""
 
 from __future__ import annotations
 
@@ -11,12 +16,16 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from streams.broker.kafka import KafkaBroker
+from streams.io.kafka_config import consumer_config
 from streams.io.simulate import generate
 from streams.scoring.transitions import iso_ms
 from tests.integration.worker_harness import (
     EXAMPLES,
+    PARTITIONS,
     WorkerNames,
     Workers,
     assert_same_as_backtest,
@@ -103,3 +112,77 @@ def test_a_signal_change_is_backfilled_from_the_topic_then_switched(
     assert w.running and w.proc.pid == pid, "the switch restarted the worker"
     read = metric_samples(w.metrics(), "pql_backfill_records_total")
     assert read.get('{version="5"}', 0) >= third, read
+
+
+def _delete_what_was_read(bootstrap: str, topic: str) -> None:
+    """Retention at work: every record of `topic` so far is deleted."""
+    c = Consumer(consumer_config(bootstrap, None))
+    try:
+        ends = [
+            TopicPartition(topic, q, c.get_watermark_offsets(TopicPartition(topic, q), 10)[1])
+            for q in range(PARTITIONS)
+        ]
+    finally:
+        c.close()
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # referenced until its answers came
+    for fut in admin.delete_records(ends).values():
+        fut.result(30)
+
+
+HISTORY = re.compile(r"over backfilled signals \(history from (\d+): partial until it fills\)")
+
+
+@pytest.mark.parametrize("seeded", [False, True], ids=["retention-cut", "seeded"])
+def test_a_backfill_over_a_cut_retention_is_partial_unless_seeded(
+    workers: Workers,  # noqa: F811
+    tmp_path: Path,
+    seeded: bool,
+) -> None:
+    events = name_accounts(generate(accounts=24, days=12, seed=31))
+    parts = write_parts(tmp_path, events, 3)
+    third = len(events) // 3
+    names = WorkerNames.unique("cut" if not seeded else "seed")
+    names.create_topics(workers.bootstrap)
+    reader = workers.reader(names.output_topic)
+    model = tmp_path / "model.yaml"
+    model.write_text(V3)
+    # The seed: an export taken once the first two thirds were sent (it must hold every event
+    # before R; the topic's events from R on are taken from the topic).
+    export = tmp_path / "export.jsonl"
+    export.write_text(parts[0].read_text() + parts[1].read_text())
+    seed = ["--backfill-seed", str(export)] if seeded else []
+    w = workers.start(model, names, extra_args=seed)
+    produce(workers.bootstrap, names.input_topic, parts[0])
+    wait_consumed([w], names.input_topic, third, 60)
+    _delete_what_was_read(workers.bootstrap, names.input_topic)  # the first third is gone
+    produce(workers.bootstrap, names.input_topic, parts[1])
+    model.write_text(V5)
+    at = int(w.wait_log(SWITCHED, 120).group(1))
+    produce(workers.bootstrap, names.input_topic, parts[2])
+    v5 = tmp_path / "v5.yaml"
+    v5.write_text(V5)
+    extra = ["--switch-model", f"{iso_ms(at)}={v5}"]
+    if seeded:
+        w.wait_log(r"backfill of v5: \d+ events before \d+ from the seed", 5)
+        assert not HISTORY.search(w.log_path.read_text(errors="replace"))
+    else:
+        history_from = int(w.wait_log(HISTORY, 5).group(1))
+        extra += ["--backfill-from", iso_ms(history_from)]
+    expected = backtest(MODEL, *parts, out_dir=tmp_path, extra=extra)
+    got = collect(reader, expected, timeout=120, settle=w.settle)
+    assert_same_as_backtest(got, expected)
+    partial = [t for t in got if "partial_signals" in t]
+    if seeded:
+        assert not partial
+        return
+    # messages (14 days) is still partial at the end of the 12 days; uploads (7 days) filled.
+    assert partial and all(t["model"]["backfilled_from"] == iso_ms(history_from) for t in partial)
+    assert {n for t in partial for n in t["partial_signals"]} == {"messages", "uploads"}
+    assert all(set(t["partial_signals"]) <= {"messages", "uploads"} for t in got if t in partial)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        gauge = metric_samples(w.metrics(), "pql_partial_signals")
+        if gauge == {'{signal="messages"}': 1.0}:
+            break
+        time.sleep(0.5)
+    assert gauge == {'{signal="messages"}': 1.0}, gauge

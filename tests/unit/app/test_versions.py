@@ -164,6 +164,9 @@ def test_a_switch_to_other_signals_reports_only_once_its_backfill_caught_up() ->
     made[0].caught_up, made[0].history_from = True, 1_234
     assert versions.limit(work) == 5_000
     assert sent == [(new.fingerprint, {0: 5_000}, 1_234)]
+    work.clock.merge({0: (9_000, 11, True), 1: (9_500, 4, True)})
+    versions.tend(works, lambda: {0})
+    assert made[0].floor == 5_000  # frozen at its report: the switch may be right there
     log.apply(report(new.fingerprint, {0: 5_000}, "a", history_from=1_234))
     assert log.backfills == {2: 1_234}
     sw = versions.due(work)
