@@ -14,7 +14,7 @@ COMMANDS: dict[str, str] = {
     "backtest": "streams.backtest.cli:backtest",
     "broker": "streams.broker.cli:broker",
     "worker": "streams.app.cli:worker",
-    "shadow": "streams.app.shadow_cli:shadow",
+    "shadow": "streams.app.lifecycle.shadow_cli:shadow",
     "produce": "streams.io.produce:produce",
     "tail": "streams.io.tail:tail",
     "lag": "streams.io.lag:lag",

@@ -19,7 +19,7 @@ RocksDB-backed Faust table, with write-behind batching and at-least-once deliver
 A crash costs re-reading the records since the last commit.
 
 The write-behind lives in `streams.app.write_behind`, the model switches and shadow starts in
-`streams.app.model_sweeps`, what is kept per partition in `streams.app.partition`.
+`streams.app.lifecycle.sweeps`, what is kept per partition in `streams.app.partition`.
 """
 
 from __future__ import annotations
@@ -36,16 +36,16 @@ import orjson
 from streams.app.align import Entry
 from streams.app.dlq import event_json
 from streams.app.ingest.config import partition_of
-from streams.app.model_sweeps import ModelSweeps
-from streams.app.partition import PartitionWork
-from streams.app.table_writer import TableWriter
-from streams.app.versions import (
+from streams.app.lifecycle.sweeps import ModelSweeps
+from streams.app.lifecycle.versions import (
     MODEL_KEY,
     SHADOWS_KEY,
     Versions,
     decode_version,
     is_control_key,
 )
+from streams.app.partition import PartitionWork
+from streams.app.table_writer import TableWriter
 from streams.app.watermark import DIRECT, StreamClock
 from streams.app.wire import decode
 from streams.app.write_behind import WriteBehind
@@ -233,7 +233,7 @@ class AccountStage(ModelSweeps, WriteBehind):
     ) -> None:
         """Stream time moved: apply the held events it passed, in canonical order, then
         advance the quiet accounts — only as far as the model versions allow: a switch whose
-        time stream time reached is made first (`streams.app.versions`)."""
+        time stream time reached is made first (`streams.app.lifecycle.versions`)."""
         versions = self.versions
         while (change := versions.due(work)) is not None:
             if not versions.can_switch(work, change.at_ms) or versions.awaits_backfill(change):

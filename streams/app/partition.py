@@ -19,7 +19,7 @@ class PartitionWork:
     clock: StreamClock  # stream time, from the marks read in this partition
     dirty: set[str] = field(default_factory=set)
     timers: ExpiryIndex = field(default_factory=ExpiryIndex)
-    version: int = 0  # the model version this partition runs (`streams.app.versions`)
+    version: int = 0  # the model version this partition runs (`streams.app.lifecycle.versions`)
     shadows: set[int] = field(default_factory=set)  # the shadow versions started here
     frozen: int | None = None  # stream time frozen here while a switch is agreed
     reported: str = ""  # the announced switch this partition reported for

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import faust
 
+from streams.app.lifecycle.control import ModelControl
 from streams.app.logs import limit_repeats
-from streams.app.models import ModelControl
 from streams.app.settings import Settings
 from streams.broker.detect import TANSU_CLUSTER_ID, wait_for_broker
 from streams.gc_tuning import tune_gc

@@ -105,7 +105,8 @@ class Settings:
 
     @property
     def models_topic(self) -> str:
-        """The app's model history: announcements and reports (`streams.app.switchlog`)."""
+        """The app's model history: announcements and reports
+        (`streams.app.lifecycle.switchlog`)."""
         return f"{self.resolved_app_id}-models"
 
     @property

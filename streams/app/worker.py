@@ -29,7 +29,6 @@ import faust
 from faust.types import TP
 
 from streams.app.accounts import AccountStage
-from streams.app.backfill import Backfill, BackfillSource
 from streams.app.broker_watch import BrokerWatch
 from streams.app.dlq import dlq_headers
 from streams.app.faust_transport import install as install_transport
@@ -43,13 +42,14 @@ from streams.app.health import (
 )
 from streams.app.ingest import IngestConfig
 from streams.app.ingest.process import IngestProcess
-from streams.app.models import ModelControl
+from streams.app.lifecycle.backfill import Backfill, BackfillSource
+from streams.app.lifecycle.control import ModelControl
+from streams.app.lifecycle.versions import Versions
 from streams.app.restore import Restorer, RestoringTable
 from streams.app.settings import Settings
 from streams.app.sink import Sink
 from streams.app.table_writer import TableWriter
 from streams.app.users import RELAY_DELAY_S, UserStage
-from streams.app.versions import Versions
 from streams.app.watermark import DIRECT
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.events.types import Event, Reject
@@ -132,7 +132,7 @@ class Pipeline:
         self.metrics = metrics
         self.control = control
         # The first model of the app's history (the file's, without a control log): every
-        # version after it reads the same state (`streams.app.versions`).
+        # version after it reads the same state (`streams.app.lifecycle.versions`).
         first = control.log.live[0] if control is not None else None
         self.scorer = (
             Scorer(first.model, effective_from_ms=first.at_ms)

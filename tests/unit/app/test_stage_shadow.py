@@ -1,6 +1,6 @@
-"""Shadow models in the account stage (`streams.app.accounts`, `streams.app.versions`): started
-at the agreed stream time in the partition, their transitions to their own sink, equal to the
-backtest's; kept across a restart; promoted by a switch."""
+"""Shadow models in the account stage (`streams.app.accounts`, `streams.app.lifecycle.versions`):
+started at the agreed stream time in the partition, their transitions to their own sink, equal
+to the backtest's; kept across a restart; promoted by a switch."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from streams.app.accounts import AccountStage
-from streams.app.switchlog import SHADOW, SwitchLog, announcement, report, stop
-from streams.app.versions import Versions
+from streams.app.lifecycle.switchlog import SHADOW, SwitchLog, announcement, report, stop
+from streams.app.lifecycle.versions import Versions
 from streams.app.wire import DIRECT, encode_frame, position
 from streams.backtest.runner import Backtest
 from streams.events.codec import encode_event

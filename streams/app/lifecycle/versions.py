@@ -1,6 +1,6 @@
-"""Model versions in the account stage: which model decides in each partition, how far stream
-time may go while a switch is being agreed, and the switch itself (`streams.app.switchlog` for
-the protocol, `streams.scoring.switch` for what a switch does to an account).
+"""Model versions in the account stage: which model decides in each partition, how far stream time
+may go while a switch is being agreed, and the switch itself (`streams.app.lifecycle.switchlog`
+for the protocol, `streams.scoring.switch` for what a switch does to an account).
 
 Per by-account partition the stage keeps the version it runs (`PartitionWork.version`, stored
 in the partition's table under `MODEL_KEY` once a switch there is complete, so a restart does
@@ -8,10 +8,10 @@ not switch it again). While a switch is announced and not yet agreed, the partit
 time is frozen at what it had applied when it reported; once the switch time T is agreed, events
 before T are applied, the partition switches every account it owns at T, then goes on.
 
-A switch to a model with other signals needs them built first (`streams.app.backfill`): the
-stage keeps one backfill running while such a switch is announced or made and some partition it
-owns has not switched; its partitions report only once the backfill has caught up, and switch
-at T once it can hand their states over.
+A switch to a model with other signals needs them built first
+(`streams.app.lifecycle.backfill`): the stage keeps one backfill running while such a switch is
+announced or made and some partition it owns has not switched; its partitions report only once
+the backfill has caught up, and switch at T once it can hand their states over.
 
 Shadow models start the same way at their agreed time S (`streams.scoring.shadow`); the versions
 of the shadows a partition has started are stored under `SHADOWS_KEY`. Switches and shadow
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from streams.app.switchlog import SwitchLog
+from streams.app.lifecycle.switchlog import SwitchLog
 from streams.app.watermark import NO_TIME_END, StreamClock
 from streams.model.spec import Model, state_fingerprint
 from streams.scoring.backfill import carry, partial_windows
@@ -37,7 +37,7 @@ from streams.scoring.switch import ModelSwitch
 from streams.state.account import AccountState
 
 if TYPE_CHECKING:
-    from streams.app.backfill import Backfill
+    from streams.app.lifecycle.backfill import Backfill
     from streams.app.partition import PartitionWork
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def _floor(work: PartitionWork) -> int | None:
 
 class Versions:
     """The stage's view of the app's model history (one per stage; `switchlog` is fed by
-    `streams.app.models` on the event loop)."""
+    `streams.app.lifecycle.control` on the event loop)."""
 
     def __init__(
         self,

@@ -1,12 +1,13 @@
-"""How far a partition's stream time may go around a model switch (`streams.app.versions`)."""
+"""How far a partition's stream time may go around a model switch
+(`streams.app.lifecycle.versions`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from streams.app.accounts import PartitionWork
-from streams.app.switchlog import SwitchLog, announcement, report
-from streams.app.versions import Versions, applied_bound
+from streams.app.lifecycle.switchlog import SwitchLog, announcement, report
+from streams.app.lifecycle.versions import Versions, applied_bound
 from streams.app.watermark import DIRECT, NO_TIME, NO_TIME_END, StreamClock
 from streams.model.spec import Model
 from streams.scoring.engine import Scorer
@@ -107,8 +108,8 @@ def test_a_new_owner_freezes_where_the_previous_owner_reported() -> None:
 
 
 class _Backfill:
-    """What `Versions` sees of `streams.app.backfill.Backfill` (its Kafka side is tested on a
-    broker, tests/integration/test_worker_backfill.py)."""
+    """What `Versions` sees of `streams.app.lifecycle.backfill.Backfill` (its Kafka side is
+    tested on a broker, tests/integration/test_worker_backfill.py)."""
 
     def __init__(self, m: Model, owned: set[int]) -> None:
         self.model, self.version, self.owned = m, m.version, owned

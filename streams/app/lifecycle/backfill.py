@@ -13,8 +13,8 @@ is known; those before T are absorbed then, the rest dropped (the live path appl
 the new model after the switch).
 
 - `caught_up`: the first pass reached the end of every partition. Only then do the partitions
-  report for the switch (`streams.app.versions`), so stream time is frozen for a round trip, not
-  for the backfill.
+  report for the switch (`streams.app.lifecycle.versions`), so stream time is frozen for a
+  round trip, not for the backfill.
 - `handover(part, T)`: once a partition's stream time reached T, the reader reads every
   partition to its current end (so it has read whatever the live path applied), absorbs what it
   holds before T and hands over the partition's states. An event it read that the live path
@@ -37,6 +37,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +127,7 @@ class Backfill:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(10)
+            self._thread.join(3)  # a daemon: it ends at its next poll
         with self._lock:
             for _, fut in self._requests:
                 fut.cancel()
@@ -172,7 +173,8 @@ class Backfill:
         self._states: dict[int, dict[str, AccountState]] = {}
         self._router = Router(user_trait_keys(self.model))
         self._hold: HoldBuffer[Event] = HoldBuffer()
-        self._parked: list[Event] = []
+        # Released events at or after the floor, in order, until the floor or T passes them.
+        self._parked: deque[Event] = deque()
         self._latest: dict[int, int] = {}
         self._at_end: set[int] = set()
         self._paused: set[int] = set()
@@ -180,11 +182,17 @@ class Backfill:
         self.records = 0
 
     def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
+        while not self._stop.is_set():
+            try:
                 self._pass()
-        except Exception:
-            log.exception("backfill of v%d failed; the switch waits for it", self.version)
+            except Exception:
+                log.exception(
+                    "backfill of v%d failed; reading the input again in 5 s (the switch waits "
+                    "for it)",
+                    self.version,
+                )
+                self.caught_up.clear()
+                self._stop.wait(5)
 
     def _pass(self) -> None:
         """Read from the first retained records until stopped or restarted."""
@@ -236,6 +244,8 @@ class Backfill:
         first: dict[int, int] = {}
         deadline = time.monotonic() + 60
         while len(first) < len(truncated) and time.monotonic() < deadline:
+            if self._stop.is_set():
+                break
             for m in consumer.consume(_BATCH, _POLL_S):
                 q = m.partition()
                 if m.error() is not None or q is None or q in first:
@@ -308,6 +318,7 @@ class Backfill:
         wm = self._watermark(parts)
         events = self._hold.release_all() if wm is None else self._hold.release(wm)
         with self._lock:
+            self._unpark()
             for ev in events:
                 self._absorb(ev)
         # Pause what runs too far ahead of the slowest partition (its events are held).
@@ -322,14 +333,28 @@ class Backfill:
         self._paused = ahead
 
     def _absorb(self, ev: Event) -> None:
-        """Route and absorb one event, below the bound (under the lock)."""
-        bound = self._at if self._at is not None else self._floor
-        if ev.ts >= bound:
-            if self._at is None:
+        """Route and absorb one event, below the bound (under the lock). Before T is known,
+        an event at or after the floor waits, and so does every event after it (routing must
+        see them in order: a group call before the tracks it resolves)."""
+        if self._at is None:
+            if self._parked or ev.ts >= self._floor:
                 self._parked.append(ev)
+                return
+        elif ev.ts >= self._at:
             return  # at or after the switch: the live path's
         if ev.ts >= self._cut:
             self._deliver(ev)
+
+    def _unpark(self) -> None:
+        """Absorb the waiting events the bound now passes, in order (under the lock)."""
+        parked = self._parked
+        bound = self._at if self._at is not None else self._floor
+        while parked and parked[0].ts < bound:
+            ev = parked.popleft()
+            if ev.ts >= self._cut:
+                self._deliver(ev)
+        if self._at is not None:
+            parked.clear()  # at or after the switch: the live path's
 
     def _deliver(self, ev: Event) -> None:
         """Route one event and absorb it into the owned accounts' states (under the lock)."""
@@ -344,19 +369,24 @@ class Backfill:
 
     def _serve(self, consumer: Consumer, parts: list[int]) -> None:
         """Hand over the partitions asked for: read everything to the current end first."""
+        tps = [TopicPartition(self.topic, q) for q in parts]
         highs = {
-            q: consumer.get_watermark_offsets(TopicPartition(self.topic, q), 30)[1] for q in parts
+            q: consumer.get_watermark_offsets(tp, 30)[1] for q, tp in zip(parts, tps, strict=True)
         }
-        consumer.resume([TopicPartition(self.topic, q) for q in self._paused])
+        consumer.resume(tps)
         self._paused = set()
+        deadline = time.monotonic() + 60
         while not self._stop.is_set():
-            if all(self._next.get(q, 0) >= highs[q] for q in parts):
+            # The position also passes what is never delivered (a transaction's markers).
+            at = {tp.partition: tp.offset for tp in consumer.position(tps)}
+            if all(max(self._next.get(q, 0), at.get(q, -1)) >= highs[q] for q in parts):
+                break
+            if time.monotonic() > deadline:
+                log.warning("backfill of v%d: the input's end not reached in 60 s", self.version)
                 break
             self._take(consumer.consume(_BATCH, _POLL_S))
         with self._lock:
-            parked, self._parked = self._parked, []
-            for ev in parked:
-                self._absorb(ev)
+            self._unpark()  # T is known: what waited is absorbed or dropped
             for ev in self._hold.release_all():
                 self._absorb(ev)
             requests, self._requests = self._requests, []

@@ -22,16 +22,16 @@ until a `stop` record (`pql shadow stop`): each partition stops it when it reads
 never run or promoted from its decisions again.
 
 A switch to a model with other signals (`streams.scoring.backfill`) is announced the same way;
-each worker first builds the new signals from the input topic (`streams.app.backfill`), and its
-partitions report only once that has caught up, each report saying where the history it read
-began (`history_from`, the latest one counts). The rest is the same; at T each partition takes
-the backfilled states over. A shadow reads the live model's state: one whose signals are no
-longer the live model's ends at such a switch.
+each worker first builds the new signals from the input topic
+(`streams.app.lifecycle.backfill`), and its partitions report only once that has caught up, each
+report saying where the history it read began (`history_from`, the latest one counts). The rest
+is the same; at T each partition takes the backfilled states over. A shadow reads the live
+model's state: one whose signals are no longer the live model's ends at such a switch.
 
 A worker that restarts reads the log from the start: the switches made, and one under way
 (reporting for its partitions when it gets them). Records are read in log order by everyone and
 judged by the same rules, so every worker agrees on what was refused too. This module is the
-pure part: records in, history out; `streams.app.models` does the Kafka side.
+pure part: records in, history out; `streams.app.lifecycle.control` does the Kafka side.
 """
 
 from __future__ import annotations

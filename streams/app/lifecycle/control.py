@@ -10,7 +10,7 @@
   the live model keeps serving. A Kubernetes ConfigMap update swaps a symlink: the file is read
   by path every time, so the new target is what counts.
 - Shadow model files (`--shadow`) are watched the same way; a new valid one that can follow the
-  live model is announced as a shadow (`streams.app.switchlog`).
+  live model is announced as a shadow (`streams.app.lifecycle.switchlog`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from streams.app.switchlog import LIVE, SHADOW, SwitchLog, announcement, report
+from streams.app.lifecycle.switchlog import LIVE, SHADOW, SwitchLog, announcement, report
 from streams.io.kafka_config import consumer_config, producer_config
 from streams.metrics import Metrics
 from streams.model.errors import ModelError

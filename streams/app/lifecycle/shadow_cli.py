@@ -1,5 +1,5 @@
 """`pql shadow list|stop`: the shadow models of a running app, from its control topic
-`<app id>-models` (`streams.app.switchlog`)."""
+`<app id>-models` (`streams.app.lifecycle.switchlog`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import click
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from streams.app.switchlog import SHADOW, SwitchLog, stop
+from streams.app.lifecycle.switchlog import SHADOW, SwitchLog, stop
 from streams.io.kafka_config import consumer_config, kafka_options, producer_config
 from streams.io.topics import topic_partitions
 from streams.scoring.transitions import iso_ms

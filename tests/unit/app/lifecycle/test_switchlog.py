@@ -1,8 +1,9 @@
-"""The model history every worker reads from the control topic (`streams.app.switchlog`)."""
+"""The model history every worker reads from the control topic
+(`streams.app.lifecycle.switchlog`)."""
 
 from __future__ import annotations
 
-from streams.app.switchlog import NO_REPORT, SHADOW, SwitchLog, announcement, report, stop
+from streams.app.lifecycle.switchlog import NO_REPORT, SHADOW, SwitchLog, announcement, report, stop
 from tests.unit.backtest.test_switch import V1, V2
 from tests.unit.scoring.util import model
 

@@ -1,6 +1,6 @@
 """The account stage's model changes (`streams.app.accounts`): a switch or a shadow start made
-in one partition goes over every account it owns (`streams.app.versions` says when; the core,
-`streams.scoring.switch` and `streams.scoring.shadow`, what it does to an account)."""
+in one partition goes over every account it owns (`streams.app.lifecycle.versions` says when;
+the core, `streams.scoring.switch` and `streams.scoring.shadow`, what it does to an account)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from streams.app.ingest.config import partition_of
-from streams.app.partition import PartitionWork
-from streams.app.table_writer import TableWriter
-from streams.app.versions import (
+from streams.app.lifecycle.versions import (
     MODEL_KEY,
     SHADOWS_KEY,
     Versions,
@@ -21,6 +19,8 @@ from streams.app.versions import (
     encode_version,
     is_control_key,
 )
+from streams.app.partition import PartitionWork
+from streams.app.table_writer import TableWriter
 from streams.scoring.backfill import carry, switch_backfilled
 from streams.scoring.shadow import ShadowStart, start_shadow
 from streams.scoring.switch import ModelSwitch, switch_account
@@ -52,7 +52,7 @@ class ModelSweeps:
 
     def tend_backfill(self) -> None:
         """Start, feed or stop the backfill a switch to other signals needs
-        (`streams.app.backfill`)."""
+        (`streams.app.lifecycle.backfill`)."""
         self.versions.tend(self.work, lambda: set(self.table.active_partitions()))
 
     def partial_signals(self) -> set[str]:
