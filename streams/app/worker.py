@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from functools import partial
 from typing import Any, cast
@@ -31,6 +30,7 @@ from faust.types import TP
 from streams.app.accounts import AccountStage
 from streams.app.broker_watch import BrokerWatch
 from streams.app.dlq import dlq_headers
+from streams.app.faust_config import faust_settings
 from streams.app.faust_transport import install as install_transport
 from streams.app.health import (
     FAIL_EXIT_S,
@@ -65,59 +65,6 @@ GAUGE_INTERVAL_S = 0.5
 log = logging.getLogger("streams.worker")
 
 
-def faust_settings(settings: Settings, embedded: bool) -> dict[str, Any]:
-    conf: dict[str, Any] = {
-        "broker": f"kafka://{settings.broker}",
-        "store": "rocksdb://",
-        "datadir": str(settings.data_dir),
-        "web_enabled": True,
-        "web_port": settings.web_port,
-        "web_bind": settings.web_host,
-        "web_in_thread": False,
-        "topic_partitions": settings.partitions,
-        "topic_replication_factor": 1,
-        "table_standby_replicas": settings.standby_replicas,
-        "consumer_auto_offset_reset": "earliest",
-        "broker_session_timeout": settings.session_timeout_s,
-        "broker_heartbeat_interval": min(3.0, settings.session_timeout_s / 3),
-        "broker_commit_interval": 1.0,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-        "processing_guarantee": "at_least_once",
-        # Records are acked only after a flush (write-behind); the rest is simply re-read by the
-        # next owner. Waiting for them to be acked on stop/rebalance would wait forever.
-        "stream_wait_empty": False,
-        "autodiscover": False,
-        "loghandlers": [],
-        # Tables restore new partitions with librdkafka before Faust's recovery runs.
-        "Table": RestoringTable,
-    }
-    if settings.instance_id:
-        conf["consumer_group_instance_id"] = settings.instance_id
-    credentials = _credentials(settings)
-    if credentials is not None:
-        conf["broker_credentials"] = credentials
-    return conf
-
-
-def _credentials(settings: Settings) -> Any:
-    sec = settings.security
-    protocol = sec.get("security.protocol", "PLAINTEXT")
-    if protocol == "PLAINTEXT":
-        return None
-    context = (
-        ssl.create_default_context(cafile=sec.get("ssl.ca.location")) if "SSL" in protocol else None
-    )
-    if protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=sec.get("sasl.username"),
-            password=sec.get("sasl.password"),
-            mechanism=sec.get("sasl.mechanism", "PLAIN"),
-            ssl_context=context,
-        )
-    return faust.SSLCredentials(context)
-
-
 class Pipeline:
     """Builds the app and holds what its agents share."""
 
@@ -140,7 +87,7 @@ class Pipeline:
             else Scorer(settings.model)
         )
         self.trait_keys = self.scorer.plan.user_traits
-        self.app = faust.App(settings.state_app_id, **faust_settings(settings, embedded))
+        self.app = faust.App(settings.state_app_id, **faust_settings(settings))
         app = self.app
         install_transport(app, settings.fetch_wait)
         n = settings.partitions
