@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
+    import faust
     from faust.tables.manager import TableManager
-
-    from streams.app.worker import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +48,16 @@ class Readiness:
         }
 
 
-def readiness(p: Pipeline) -> Readiness:
-    app = p.app
+def readiness(app: faust.App, assigned: bool, broker_reachable: bool) -> Readiness:
+    """The worker's readiness: `assigned` (no revocation since the last rebalance completed)
+    and `broker_reachable` are the worker's to say, the rest the Faust app's."""
     # App.tables is typed as TableManagerT, which lacks `recovery`; it is a TableManager.
     recovery = cast("TableManager", app.tables).recovery
     return Readiness(
-        assigned=p.ready,
+        assigned=assigned,
         rebalancing=bool(app.rebalancing),
         recovering=bool(recovery.in_recovery or not recovery.completed.is_set()),
-        broker_reachable=p.broker_watch.reachable,
+        broker_reachable=broker_reachable,
     )
 
 

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from streams.app.health import readiness
-from streams.metrics import CONTENT_TYPE
+from streams.app.health import Readiness
+from streams.metrics import CONTENT_TYPE, Metrics
 
 if TYPE_CHECKING:
+    import faust
     from faust.tables.manager import TableManager
 
-    from streams.app.worker import Pipeline
 
-
-def register_pages(p: Pipeline) -> None:
-    app = p.app
+def register_pages(app: faust.App, registry: Metrics, readiness: Callable[[], Readiness]) -> None:
+    """/healthz, /readyz (from `readiness`) and /metrics on the Faust app's web server."""
 
     def refresh_gauges() -> Any:
-        r = readiness(p)
-        p.metrics.worker_ready.set(1 if r.ready else 0)
-        p.metrics.recovery_in_progress.set(
+        r = readiness()
+        registry.worker_ready.set(1 if r.ready else 0)
+        registry.recovery_in_progress.set(
             1 if cast("TableManager", app.tables).recovery.in_recovery else 0
         )
         return r
@@ -37,4 +37,4 @@ def register_pages(p: Pipeline) -> None:
     async def metrics(web: Any, request: Any) -> Any:
         refresh_gauges()
         # As a header: aiohttp refuses a content_type argument that carries a charset.
-        return web.bytes(p.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        return web.bytes(registry.render(), headers={"Content-Type": CONTENT_TYPE})

@@ -34,6 +34,7 @@ from streams.app.faust_config import faust_settings
 from streams.app.faust_transport import install as install_transport
 from streams.app.health import (
     FAIL_EXIT_S,
+    Readiness,
     StallGuard,
     WorkerStalled,
     exit_if_stuck_stopping,
@@ -51,6 +52,7 @@ from streams.app.sink import Sink
 from streams.app.table_writer import TableWriter
 from streams.app.users import RELAY_DELAY_S, UserStage
 from streams.app.watermark import DIRECT
+from streams.app.web import register_pages
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.events.types import Event, Reject
 from streams.io.lag import consumer_group_lag
@@ -178,9 +180,10 @@ class Pipeline:
             app.timer(0.1)(self._drain_models)
             poll = self.settings.model_poll_s
             app.timer(poll or 1.0)(self._check_model_file)
-        from streams.app.web import register_pages
+        register_pages(app, self.metrics, self.readiness)
 
-        register_pages(self)
+    def readiness(self) -> Readiness:
+        return readiness(self.app, self.ready, self.broker_watch.reachable)
 
     async def _users(self, stream: Any) -> None:
         """The user stage (`streams.app.users.UserStage`) over the by-user records."""
@@ -254,7 +257,7 @@ class Pipeline:
             self.ingest.check()
             self.sink.check()
             try:
-                self.stall_guard.check(readiness(self), time.monotonic())
+                self.stall_guard.check(self.readiness(), time.monotonic())
             except WorkerStalled:
                 log_task_stacks()
                 raise
