@@ -36,6 +36,7 @@ from typing import Any
 from streams.events.resolver import user_trait_keys
 from streams.model.spec import Model, signal_key
 from streams.scoring.engine import Scorer
+from streams.scoring.signals import SignalPlan
 from streams.scoring.switch import IncompatibleModel, check_switch, signal_changes
 from streams.state.account import AccountState
 
@@ -60,8 +61,7 @@ def carry(old: Model, new: Model) -> Carry:
             backfilled.append(j)
         else:
             pairs.append((j, i))
-    traits = frozenset(s.trait for s in old.signals if s.kind.value == "trait" and s.trait)
-    return Carry(tuple(pairs), tuple(backfilled), traits)
+    return Carry(tuple(pairs), tuple(backfilled), frozenset(SignalPlan(old).account_traits))
 
 
 def needs_backfill(old: Model, new: Model) -> bool:
@@ -107,17 +107,16 @@ def merge(
     """The account's state under NEW at `at` (see module, step 2). Both states have been
     advanced to `at`; `kept` holds the live decision."""
     state = backfilled if backfilled is not None else new.new_state(())
-    if backfilled is None and kept is not None:
-        state.first_seen = kept.first_seen
-        state.clock = kept.clock
     state.model = new.model_tag
     state.version = new.model.version
     if kept is not None:
         for j, i in c.pairs:
             state.signals[j] = kept.signals[i]
-        traits = {k: v for k, v in state.traits.items() if k not in c.old_traits}
-        traits.update({k: v for k, v in kept.traits.items() if k in new.plan.account_traits})
-        state.traits = {k: traits[k] for k in new.plan.account_traits if k in traits}
+        # A trait the old model kept comes from the kept state, any other from the backfill.
+        sources = [
+            (k, kept.traits if k in c.old_traits else state.traits) for k in new.plan.account_traits
+        ]
+        state.traits = {k: src[k] for k, src in sources if k in src}
         state.traits_ts = max(state.traits_ts, kept.traits_ts)
         state.first_seen = min(state.first_seen, kept.first_seen) if backfilled else kept.first_seen
         state.clock = max(state.clock, kept.clock)
