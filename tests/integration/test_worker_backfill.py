@@ -1,8 +1,8 @@
-"""A model whose signals change, taken by the running worker on real Apache Kafka (README
-"Changing your model"): the worker builds the new signals from the input topic's retained
-records while the old model keeps serving, then switches at one agreed stream time T; its
-transitions are exactly `pql backtest --switch-model T=NEW.yaml`'s (which builds them from the
-same history), by the same process, while events flow.
+"""A model whose signals change, taken by the running worker on real Apache Kafka (README "Changing
+your model"): the worker builds the new signals from the input topic's retained records while
+the old model keeps serving, then switches at one agreed stream time T; its transitions are
+exactly `pql backtest --switch-model T=NEW.yaml`'s (which builds them from the same history), by
+the same process, while events flow, and a restart after it goes on from the new model's states.
 
 When the topic has lost its oldest records (retention), the backfilled signals count the events
 since R, the latest first-retained event time, and say they are partial (`partial_signals`, the
@@ -91,6 +91,13 @@ def test_a_signal_change_is_backfilled_from_the_topic_then_switched(
     model.write_text(V5)
     at = int(w.wait_log(SWITCHED, 120).group(1))
     flowing.join(60)
+    assert w.running and w.proc.pid == pid, "the switch restarted the worker"
+    read = metric_samples(w.metrics(), "pql_backfill_records_total")
+    assert read.get('{version="5"}', 0) >= third, read
+    time.sleep(w.settle)  # the switched states are flushed
+    assert w.stop() == 0  # a restart reads the new model's states back (their own tag)
+    w.start()
+    w.wait_ready()
     produce(workers.bootstrap, names.input_topic, parts[2])
     v5 = tmp_path / "v5.yaml"
     v5.write_text(V5)
@@ -109,9 +116,10 @@ def test_a_signal_change_is_backfilled_from_the_topic_then_switched(
     text = w.log_path.read_text(errors="replace")
     assert "its signals differ, so each worker builds them from the input topic" in text
     assert re.search(r"backfill of v5 caught up: \d+ records", text), w.log_tail(40)
-    assert w.running and w.proc.pid == pid, "the switch restarted the worker"
-    read = metric_samples(w.metrics(), "pql_backfill_records_total")
-    assert read.get('{version="5"}', 0) >= third, read
+    assert w.running
+    restarted = text.split("===== start")[-1]
+    assert "switched to team-chat v5" not in restarted  # made once, kept
+    assert "backfill of team-chat v5" not in restarted  # nothing left to backfill
 
 
 def _delete_what_was_read(bootstrap: str, topic: str) -> None:

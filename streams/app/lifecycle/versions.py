@@ -119,6 +119,18 @@ class Versions:
         self.first_version = first.model.version
         self.make_backfill = make_backfill
         self.backfill: Backfill | None = None  # the one running (`tend`)
+        self._tagged = 0  # how many of the log's models the table's codec was told of
+        self.accept_tags()
+
+    def accept_tags(self) -> None:
+        """Let the table's codec read the states of every model of the history: after a switch
+        to other signals the table holds states of both, and a restarted or newly assigned
+        partition decodes them before anything else asks for that version's scorer."""
+        if self.log is None or len(self.log.live) == self._tagged:
+            return
+        for sw in self.log.live[self._tagged :]:
+            self.first.codec.accept(state_fingerprint(sw.model)[:16])
+        self._tagged = len(self.log.live)
 
     def scorer(self, version: int) -> Scorer:
         """The live model of `version` (every shadow of a later version running beside it)."""
@@ -132,7 +144,7 @@ class Versions:
                 if history_from is not None:
                     c = carry(self.log.live[i - 1].model, sw.model)
                     found.backfilled(history_from, partial_windows(sw.model, c))
-                self.first.codec.accept(found.model_tag)  # the table holds its states too
+            self.accept_tags()
             stopped = self.log.stopped
             signals = state_fingerprint(sw.model)
             found.shadows = [
@@ -160,7 +172,8 @@ class Versions:
     def tend(self, works: dict[int, PartitionWork], owned: Callable[[], set[int]]) -> None:
         """Start, feed or stop the backfill (every tenth of a second, on the event loop);
         `owned`: the by-account partitions this worker owns."""
-        target = self.backfill_target([w.version for w in works.values()] or [0])
+        self.accept_tags()
+        target = self.backfill_target([w.version for w in works.values()])
         bf = self.backfill
         if bf is not None and (target is None or target.version != bf.version):
             bf.stop()
@@ -232,6 +245,7 @@ class Versions:
     def restored_shadows(self, stored: bytes | None, version: int) -> set[int]:
         """The shadows a partition running `version` had started (`SHADOWS_KEY`'s value) and
         still runs: their scorers are made, since its states hold their decisions."""
+        self.accept_tags()  # the partition's states are decoded next
         if stored is None or self.log is None:
             return set()
         running = {v for v in decode_shadows(stored) if v > version and v not in self.log.stopped}

@@ -190,3 +190,20 @@ def test_the_latest_start_of_history_reported_counts() -> None:
     log.apply(report(new.fingerprint, {1: 20}, "b", history_from=300))  # retention cut it
     assert [(sw.at_ms, sw.model.version) for sw in log.live] == [(0, 1), (20, 2)]
     assert log.backfills == {2: 300}
+
+
+def test_a_restarted_stage_reads_the_states_of_a_model_with_other_signals() -> None:
+    """After a switch to other signals the table holds the new model's states: a stage made
+    from the log (a restart) decodes them before anything asks for that version's scorer."""
+    log = SwitchLog(partitions=1)
+    log.apply(announcement(M1, V1, "a", at_ms=0))
+    new = model(WINDOWED)
+    log.apply(announcement(new, WINDOWED, "a"))
+    log.apply(report(new.fingerprint, {0: 5_000}, "a"))
+    written = Scorer(new).new_state(())
+    data = Scorer(new).codec.encode(written)
+    first = Scorer(M1)
+    assert first.codec.decode(data) is None  # another model's signals: not read as ours
+    Versions(first, log)
+    state = first.codec.decode(data)
+    assert state is not None and state.model == Scorer(new).model_tag  # kept as it is
