@@ -137,6 +137,7 @@ class Backfill:
         """The by-account partitions this worker owns now. One gained that has not been
         handed over needs its history: the backfill starts again."""
         with self._lock:
+            self._handed &= parts  # one lost may come back unswitched: its history again
             gained = parts - self._owned - self._handed
             lost = self._owned - parts
             self._owned = set(parts) - self._handed

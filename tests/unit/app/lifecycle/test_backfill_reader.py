@@ -100,3 +100,14 @@ def test_partitions_not_owned_are_not_kept_and_a_gained_one_restarts_the_reading
     bf.caught_up.set()
     bf.set_owned(set(range(PARTS)))
     assert bf._restart and not bf.ready()
+
+
+def test_a_partition_handed_over_then_lost_needs_its_history_again() -> None:
+    bf = _reader()
+    bf._handed, bf._owned = {0}, {1, 2, 3}
+    bf.caught_up.set()
+    bf.set_owned({0, 1, 2, 3})
+    assert not bf._restart  # still ours, switched: nothing to read again
+    bf.set_owned({1, 2, 3})  # revoked (during its sweep, say)
+    bf.set_owned({0, 1, 2, 3})
+    assert bf._restart and not bf.ready()
