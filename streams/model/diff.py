@@ -14,7 +14,8 @@ from typing import Any
 
 from streams.backtest.runner import Backtest, history_lines
 from streams.model.spec import Model, Rule, WhenRule
-from streams.scoring.switch import IncompatibleModel, check_switch, signal_changes
+from streams.scoring.backfill import check_backfill
+from streams.scoring.switch import IncompatibleModel, signal_changes
 
 
 def _rule_key(rule: Rule) -> tuple[str, ...]:
@@ -72,15 +73,16 @@ def change_kind(old: Model, new: Model) -> str:
     """How the change can be made live (the three cases of README "Changing your model")."""
     if old.fingerprint and old.fingerprint == new.fingerprint:
         return "none: the same definition"
-    if signal_changes(old, new):
-        return (
-            "signals: the changed signals need history (a backfill from the input topic) "
-            "before the new model can take over"
-        )
     try:
-        check_switch(old, new)
+        changes = check_backfill(old, new)
     except IncompatibleModel as exc:
         return f"refused: {exc}"
+    if changes:
+        return (
+            "signals: applies live after a backfill: each worker first builds the changed "
+            "signals from the input topic's retained records (partial where the retention is "
+            "shorter than their window; --backfill-seed for older history)"
+        )
     return "rules only: applies live from kept state (SIGHUP or a changed model file)"
 
 

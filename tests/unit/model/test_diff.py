@@ -35,9 +35,11 @@ def test_change_kind_says_how_it_can_go_live() -> None:
     assert change_kind(model(V1), model(V1)).startswith("none")
     assert change_kind(model(V1), model(V2)).startswith("rules only")
     windowed = V2.replace("window: 7d}\n  seats", "window: 3d}\n  seats")
-    assert change_kind(model(V1), model(windowed)).startswith("signals")
+    assert change_kind(model(V1), model(windowed)).startswith("signals: applies live after a")
     same_version = V1.replace('"score >= 100"', '"score >= 90"')
     assert change_kind(model(V1), model(same_version)).startswith("refused")
+    traits = V2.replace("  seats:", "  admins: {users_with_trait: role, in: [admin]}\n  seats:")
+    assert "reads other user traits" in change_kind(model(V1), model(traits))
 
 
 def test_history_says_who_enters_and_leaves(tmp_path: Path) -> None:
