@@ -32,7 +32,7 @@ from typing import Any
 
 from streams.model.spec import Model
 from streams.scoring.engine import Scorer
-from streams.scoring.switch import IncompatibleModel, check_switch
+from streams.scoring.switch import IncompatibleModel, check_switch, signal_changes
 from streams.state.account import AccountState
 
 
@@ -49,6 +49,14 @@ def check_shadow(live: Model, candidate: Model) -> None:
         raise IncompatibleModel(
             f"a shadow model's version ({candidate.version}) must be after the live one's "
             f"({live.version}): a shadow is a candidate to follow it"
+        )
+    changes = signal_changes(live, candidate)
+    if changes and candidate.name == live.name:
+        raise IncompatibleModel(
+            f"{candidate.name} v{candidate.version} computes other signals than the live "
+            f"v{live.version} (" + "; ".join(changes) + "): a shadow reads the live model's "
+            "state, so it cannot run as one; make it the model file instead (a switch after a "
+            "backfill), or try it offline with pql backtest --switch-model"
         )
     check_switch(live, candidate)
 
