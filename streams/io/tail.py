@@ -30,7 +30,7 @@ DEFAULT_TOPIC = "pql-transitions"
 TOP_REASONS = 3
 PIPE_WIDTH = 160
 TAIL_FETCH_WAIT_MS = 20  # ms; see `tail`
-COLUMNS = ("occurred_at", "account", "kind", "score", "top reasons")
+COLUMNS = ("occurred_at", "account", "kind", "score", "why")
 KIND_STYLE = {
     "qualified": "bold green",
     "disqualified": "red",
@@ -71,8 +71,9 @@ def _points(value: Any) -> str:
 def format_transition(t: Mapping[str, Any], top: int = TOP_REASONS) -> TransitionRow:
     """Display strings for one transition (see schemas/pql-transition.schema.json).
 
-    Tolerates missing or odd fields ("?") so one malformed record never stops a tail. Reasons are
-    the `top` contributions by points (largest first), e.g. `messages >= 5 (+40)`.
+    Tolerates missing or odd fields ("?") so one malformed record never stops a tail. "Why" is
+    the transition's `summary` sentence; without one, the `top` contributions by points (largest
+    first), e.g. `messages >= 5 (+40)`.
     """
     kind = str(t.get("kind") or "?")
     segment = t.get("segment")
@@ -92,6 +93,9 @@ def format_transition(t: Mapping[str, Any], top: int = TOP_REASONS) -> Transitio
     shown = [f"{r.get('rule', '?')} ({_points(r.get('points'))})" for r in ranked[:top]]
     if len(ranked) > top:
         shown.append(f"+{len(ranked) - top} more")
+    summary = t.get("summary")
+    if isinstance(summary, str) and summary:
+        shown = [summary]  # the sentence says why, for a segment its own condition
     return TransitionRow(
         occurred_at=str(t.get("occurred_at") or "?"),
         account=str(t.get("account_id") or "?"),

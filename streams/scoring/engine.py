@@ -41,6 +41,7 @@ from streams.events.types import Event, Reject, RejectReason
 from streams.model.spec import Model, state_fingerprint
 from streams.scoring.evaluate import EvalCache, Evaluator
 from streams.scoring.signals import SignalPlan
+from streams.scoring.summary import Summarizer
 from streams.scoring.transitions import (
     DISQUALIFIED,
     QUALIFIED,
@@ -94,6 +95,7 @@ class Scorer:
         self.codec = StateCodec(self.model_tag, also=legacy)
         self.longest_window = model.longest_window_ms
         self.segment_names = [s.name for s in model.segments]
+        self.summarizer = Summarizer(model)
         # Per signal index: its name and bound `value` (what an incremental evaluation reads).
         self._value_of = [(op.spec.name, op.value) for op in self.plan.ops]
         # Shadow models (`streams.scoring.shadow`): each decides, beside this one, the accounts
@@ -409,27 +411,40 @@ class Scorer:
         reasons = self.evaluator.reasons(values)
         signals = {name: values[name] for name in self.plan.names}
         detected = self.now_ms()
-        return [
-            build_transition(
-                model_name=self.model.name,
-                model_version=self.model.version,
-                account_id=account_id,
-                kind=kind,
-                segment=segment,
-                score=score,
-                previous_score=previous_score,
-                pql=pql,
-                segments=list(segments),
-                reasons=reasons,
-                condition=self.evaluator.condition(kind, segment, values),
-                signals=signals,
-                occurred_at_ms=at,
-                detected_at_ms=detected,
-                message_id=message_id,
-                effective_from=self.effective_from,
-                model_change=model_change,
-                partial_signals=self.partial_at(at) if self.partial else None,
-                backfilled_from=self.backfilled_from,
+        out = []
+        for kind, segment in changes:
+            condition = self.evaluator.condition(kind, segment, values)
+            out.append(
+                build_transition(
+                    model_name=self.model.name,
+                    model_version=self.model.version,
+                    account_id=account_id,
+                    kind=kind,
+                    segment=segment,
+                    score=score,
+                    previous_score=previous_score,
+                    pql=pql,
+                    segments=list(segments),
+                    reasons=reasons,
+                    condition=condition,
+                    signals=signals,
+                    occurred_at_ms=at,
+                    detected_at_ms=detected,
+                    message_id=message_id,
+                    effective_from=self.effective_from,
+                    model_change=model_change,
+                    partial_signals=self.partial_at(at) if self.partial else None,
+                    backfilled_from=self.backfilled_from,
+                    summary=self.summarizer.summary(
+                        account_id,
+                        kind,
+                        segment,
+                        score,
+                        previous_score,
+                        reasons,
+                        condition,
+                        signals,
+                    ),
+                )
             )
-            for kind, segment in changes
-        ]
+        return out

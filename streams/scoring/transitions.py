@@ -134,6 +134,7 @@ def build_transition(
     model_change: bool = False,
     partial_signals: list[str] | None = None,
     backfilled_from: str | None = None,
+    summary: str | None = None,
 ) -> dict[str, Any]:
     """`effective_from`: the model version's start, already as ISO text (one per scorer).
     `backfilled_from`: where the history of the version's backfilled signals began, and
@@ -176,6 +177,8 @@ def build_transition(
         "trigger": trigger.value,
         "message_id": message_id,
     }
+    if summary is not None:
+        out["summary"] = summary
     if partial_signals:
         out["partial_signals"] = partial_signals
     return out

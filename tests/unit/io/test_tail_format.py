@@ -75,3 +75,12 @@ def test_a_model_change_says_which_version_decided_it() -> None:
     assert format_transition(t).kind.endswith("(switch to v4)")
     assert "switch" not in format_transition(BASE).kind
     assert format_transition({**t, "model": "odd"}).kind.endswith("(switch to v?)")
+
+
+def test_the_summary_is_the_why_when_there_is_one() -> None:
+    """A segment entry reads as its own condition, not as the score's reasons."""
+    text = "acme entered segment buying_intent: pricing_views >= 1 (1 × Pricing Viewed)."
+    row = format_transition(
+        {**BASE, "kind": "segment_entered", "segment": "buying_intent", "summary": text}
+    )
+    assert row.reasons == text
