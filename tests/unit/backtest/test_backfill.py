@@ -15,11 +15,12 @@ from streams.backtest.runner import Backtest
 from streams.cli import main
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.scoring.backfill import check_backfill
-from streams.scoring.switch import IncompatibleModel, ModelSwitch
+from streams.scoring.switch import IncompatibleModel
 from streams.scoring.transitions import iso_ms
+from tests.unit.backtest.test_shadow import _bt as shadow_bt
 from tests.unit.backtest.test_shadow import _history, _ms
 from tests.unit.backtest.test_switch import V1
-from tests.unit.scoring.util import DAY, FIXED_NOW, model, validate
+from tests.unit.scoring.util import DAY, model
 
 # v2 counts messages over 3 days instead of 7, and adds uploads (a 5-day window) and
 # onboarding (no window); `seats` is unchanged, so it is carried over from the kept state.
@@ -58,20 +59,9 @@ def _bt(
     until: int | None = None,
     backfill_from: int | None = None,
 ) -> tuple[Backtest, list[dict[str, Any]]]:
-    out: list[dict[str, Any]] = []
-    bt = Backtest(
-        model(live),
-        sink=out.append,
-        now_ms=lambda: FIXED_NOW,
-        received_by_ms=None,
-        switches=[ModelSwitch(at, model(text)) for at, text in switches],
-        backfill_from_ms=backfill_from,
+    bt, out, _ = shadow_bt(
+        events, live, switches=switches, until=until, backfill_from=backfill_from
     )
-    for i, obj in enumerate(events):
-        bt.feed_line(json.dumps(obj).encode(), i + 1)
-    bt.finish(until)
-    for t in out:
-        validate(t)
     return bt, out
 
 

@@ -33,7 +33,9 @@ def _bt(
     shadows: list[tuple[int, str]] = [],  # noqa: B006 - read only
     switches: list[tuple[int, str]] = [],  # noqa: B006 - read only
     until: int | None = None,
+    backfill_from: int | None = None,
 ) -> tuple[Backtest, list[dict[str, Any]], list[dict[str, Any]]]:
+    """A backtest of `events` under `live`: (it, its transitions, its shadows')."""
     out: list[dict[str, Any]] = []
     shadow_out: list[dict[str, Any]] = []
     bt = Backtest(
@@ -44,6 +46,7 @@ def _bt(
         switches=[ModelSwitch(at, model(text)) for at, text in switches],
         shadows=[ShadowStart(at, model(text)) for at, text in shadows],
         shadow_sink=shadow_out.append,
+        backfill_from_ms=backfill_from,
     )
     for i, obj in enumerate(events):
         bt.feed_line(json.dumps(obj).encode(), i + 1)
