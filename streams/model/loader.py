@@ -8,11 +8,9 @@ the whole list in one `pql model check` run, not one error per edit.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +20,28 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from streams.model.durations import (
     DAY_MS,
-    DurationError,
     default_bucket_ms,
     format_duration,
-    parse_duration,
 )
 from streams.model.errors import ModelError, ModelIssue
-from streams.model.expr import KEYWORDS, ExprSyntaxError, parse_condition
+from streams.model.expr import KEYWORDS
+from streams.model.nodes import (
+    Ctx,
+    Scope,
+    did_you_mean,
+    duration_at,
+    entries_of,
+    expr_at,
+    fmt,
+    is_null,
+    is_number,
+    join,
+    non_empty_str,
+    number_at,
+    unknown_key,
+    yaml_problem,
+)
 from streams.model.spec import (
-    Expr,
     Model,
     PerRule,
     Qualify,
@@ -93,138 +104,11 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-@dataclass
-class _Ctx:
-    """Collects issues while the tree is walked."""
-
-    constructor: SafeConstructor
-    issues: list[ModelIssue] = field(default_factory=list)
-
-    def add(self, node: Node | int, path: str, message: str) -> None:
-        line = node if isinstance(node, int) else node.start_mark.line + 1
-        self.issues.append(ModelIssue(line, path, message))
-
-    def value(self, node: Node, path: str) -> tuple[bool, Any]:
-        """The Python value of a scalar node (typed by YAML's rules: 3 -> int, yes -> bool)."""
-        if not isinstance(node, ScalarNode):
-            kind = "a list" if isinstance(node, SequenceNode) else "a mapping"
-            self.add(node, path, f"expected a single value, got {kind}")
-            return False, None
-        try:
-            return True, self.constructor.construct_object(node)
-        except yaml.YAMLError as exc:
-            self.add(node, path, f"cannot read value: {_yaml_problem(exc)}")
-            return False, None
-
-
-def _join(parent: str, key: str) -> str:
-    return f"{parent}.{key}" if parent else key
-
-
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _fmt(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else str(number)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError):
-        parts = [p for p in (exc.context, exc.problem) if p]
-        return "; ".join(parts) if parts else str(exc)
-    return str(exc)
-
-
-def _entries(ctx: _Ctx, node: Node, path: str, what: str) -> list[tuple[str, Node, Node]] | None:
-    """A mapping node's (key, key node, value node) in order; duplicates reported, first kept."""
-    if not isinstance(node, MappingNode):
-        ctx.add(node, path or "model", f"expected {what}")
-        return None
-    seen: dict[str, int] = {}
-    out: list[tuple[str, Node, Node]] = []
-    for key_node, value_node in node.value:
-        if not isinstance(key_node, ScalarNode):
-            ctx.add(key_node, path or "model", "keys must be plain strings")
-            continue
-        key = str(key_node.value)
-        line = key_node.start_mark.line + 1
-        if key == "<<":
-            ctx.add(
-                key_node,
-                path or "model",
-                "YAML merge keys ('<<') are not supported; write keys out",
-            )
-            continue
-        if key in seen:
-            ctx.add(
-                key_node,
-                _join(path, key),
-                f"duplicate key '{key}' (first defined on line {seen[key]})",
-            )
-            continue
-        seen[key] = line
-        out.append((key, key_node, value_node))
-    return out
-
-
-def _unknown_key(ctx: _Ctx, key: str, key_node: Node, path: str, known: Iterable[str]) -> None:
-    ctx.add(key_node, _join(path, key), f"unknown key '{key}'{_did_you_mean(key, known)}")
-
-
-def _is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null"
-
-
-# ---------------------------------------------------------------------------------------------
-# Expressions and the names they may read
-
-
-@dataclass(frozen=True)
-class _Scope:
-    """What an expression in one part of the model may read, and why other names are refused."""
-
-    allowed: frozenset[str]
-    refused: dict[str, str]
-
-
-def _expr(ctx: _Ctx, node: Node, path: str, scope: _Scope | None) -> Expr | None:
-    ok, text = ctx.value(node, path)
-    if not ok:
-        return None
-    if not isinstance(text, str) or not text.strip():
-        ctx.add(node, path, f"expected an expression string, got {text!r}")
-        return None
-    try:
-        expr = parse_condition(text)
-    except ExprSyntaxError as exc:
-        ctx.add(node, path, str(exc))
-        return None
-    if scope is None:
-        return expr
-    bad = False
-    for name in sorted(expr.names):
-        if name in scope.allowed:
-            continue
-        bad = True
-        if name in scope.refused:
-            ctx.add(node, path, scope.refused[name])
-        else:
-            hint = _did_you_mean(name, scope.allowed)
-            ctx.add(node, path, f"unknown signal '{name}'{hint}")
-    return None if bad else expr
-
-
 # ---------------------------------------------------------------------------------------------
 # Signals
 
 
-def _events(ctx: _Ctx, node: Node, path: str) -> tuple[bool, frozenset[str] | None]:
+def _events(ctx: Ctx, node: Node, path: str) -> tuple[bool, frozenset[str] | None]:
     """`any` -> None; "Event" -> {"Event"}; ["A", "B"] -> {"A", "B"}."""
     expected = "expected an event name, 'any', or a list of event names"
     if isinstance(node, SequenceNode):
@@ -258,42 +142,21 @@ def _events(ctx: _Ctx, node: Node, path: str) -> tuple[bool, frozenset[str] | No
     return True, None if value == "any" else frozenset({value})
 
 
-def _duration(ctx: _Ctx, node: Node, path: str) -> int | None:
-    ok, value = ctx.value(node, path)
-    if not ok:
-        return None
-    try:
-        return parse_duration(value)
-    except DurationError as exc:
-        ctx.add(node, path, str(exc))
-        return None
-
-
-def _non_empty_str(ctx: _Ctx, node: Node, path: str, what: str) -> str | None:
-    ok, value = ctx.value(node, path)
-    if not ok:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        ctx.add(node, path, f"expected {what}, got {value!r}")
-        return None
-    return value
-
-
-def _trait_values(ctx: _Ctx, node: Node, path: str) -> frozenset[Value] | None:
+def _trait_values(ctx: Ctx, node: Node, path: str) -> frozenset[Value] | None:
     if not isinstance(node, SequenceNode) or not node.value:
         ctx.add(node, path, 'expected a non-empty list of trait values, like ["VP Sales"]')
         return None
     values: list[Value] = []
     for i, item in enumerate(node.value):
         ok, value = ctx.value(item, f"{path}[{i}]")
-        if ok and (isinstance(value, str | bool) or _is_number(value)):
+        if ok and (isinstance(value, str | bool) or is_number(value)):
             values.append(value)
         elif ok:
             ctx.add(item, f"{path}[{i}]", f"expected a string, number or boolean, got {value!r}")
     return frozenset(values)
 
 
-def _check_name(ctx: _Ctx, name: str, node: Node, path: str, what: str) -> bool:
+def _check_name(ctx: Ctx, name: str, node: Node, path: str, what: str) -> bool:
     if not _IDENTIFIER.fullmatch(name):
         ctx.add(
             node,
@@ -308,10 +171,10 @@ def _check_name(ctx: _Ctx, name: str, node: Node, path: str, what: str) -> bool:
     return True
 
 
-def _signal(ctx: _Ctx, name: str, key_node: Node, node: Node) -> Signal | None:
+def _signal(ctx: Ctx, name: str, key_node: Node, node: Node) -> Signal | None:
     path = f"signals.{name}"
     before = len(ctx.issues)
-    entries = _entries(ctx, node, path, 'a mapping like {count: "Message Sent", window: 30d}')
+    entries = entries_of(ctx, node, path, 'a mapping like {count: "Message Sent", window: 30d}')
     if entries is None:
         return None
     options = {key: (knode, vnode) for key, knode, vnode in entries}
@@ -322,7 +185,7 @@ def _signal(ctx: _Ctx, name: str, key_node: Node, node: Node) -> Signal | None:
         knode = options[kinds[1]][0]
         ctx.add(
             knode,
-            _join(path, kinds[1]),
+            join(path, kinds[1]),
             f"a signal has exactly one kind, but found '{kinds[0]}' and '{kinds[1]}'",
         )
     kind = SignalKind(kinds[0]) if kinds else None
@@ -330,10 +193,10 @@ def _signal(ctx: _Ctx, name: str, key_node: Node, node: Node) -> Signal | None:
         if key in KIND_KEYS:
             continue
         if key not in SIGNAL_OPTION_KEYS:
-            _unknown_key(ctx, key, knode, path, SIGNAL_KEYS)
+            unknown_key(ctx, key, knode, path, SIGNAL_KEYS)
         elif kind is not None and len(kinds) == 1 and key not in _ALLOWED_OPTIONS[kind]:
             why = _WHY_NOT.get((kind, key)) or _WHY_NOT.get((None, key))
-            ctx.add(knode, _join(path, key), why or f"'{key}' is not allowed on {kind} signals")
+            ctx.add(knode, join(path, key), why or f"'{key}' is not allowed on {kind} signals")
     if kind is None:
         return None
 
@@ -341,34 +204,34 @@ def _signal(ctx: _Ctx, name: str, key_node: Node, node: Node) -> Signal | None:
     events: frozenset[str] | None = None
     trait: str | None = None
     if kind in _EVENT_KINDS:
-        _, events = _events(ctx, kind_node, _join(path, kind.value))
+        _, events = _events(ctx, kind_node, join(path, kind.value))
     else:
-        trait = _non_empty_str(ctx, kind_node, _join(path, kind.value), "a trait name")
+        trait = non_empty_str(ctx, kind_node, join(path, kind.value), "a trait name")
 
     where = None
     if "where" in options and kind in _EVENT_KINDS:
-        where = _expr(ctx, options["where"][1], _join(path, "where"), scope=None)
+        where = expr_at(ctx, options["where"][1], join(path, "where"), scope=None)
 
     prop = None
     if kind is SignalKind.SUM:
         if "property" in options:
-            prop = _non_empty_str(
-                ctx, options["property"][1], _join(path, "property"), "a property name"
+            prop = non_empty_str(
+                ctx, options["property"][1], join(path, "property"), "a property name"
             )
         else:
             ctx.add(
                 node,
-                _join(path, "property"),
+                join(path, "property"),
                 "sum signals need 'property': the numeric event property to add up",
             )
 
     window_ms = None
     if "window" in options and kind in _ALLOWED_OPTIONS and "window" in _ALLOWED_OPTIONS[kind]:
-        window_ms = _duration(ctx, options["window"][1], _join(path, "window"))
+        window_ms = duration_at(ctx, options["window"][1], join(path, "window"))
         if kind is SignalKind.ACTIVE_DAYS and window_ms is not None and window_ms < DAY_MS:
             ctx.add(
                 options["window"][1],
-                _join(path, "window"),
+                join(path, "window"),
                 f"active_days needs a window of at least 1d, got {format_duration(window_ms)}",
             )
 
@@ -379,14 +242,14 @@ def _signal(ctx: _Ctx, name: str, key_node: Node, node: Node) -> Signal | None:
         bucket_ms = default_bucket_ms(window_ms)
     if "bucket" in options and "bucket" in _ALLOWED_OPTIONS[kind]:
         bnode = options["bucket"][1]
-        explicit = _duration(ctx, bnode, _join(path, "bucket"))
+        explicit = duration_at(ctx, bnode, join(path, "bucket"))
         if "window" not in options:
-            ctx.add(bnode, _join(path, "bucket"), "'bucket' needs a 'window'")
+            ctx.add(bnode, join(path, "bucket"), "'bucket' needs a 'window'")
         elif explicit is not None and window_ms is not None:
             if explicit > window_ms:
                 ctx.add(
                     bnode,
-                    _join(path, "bucket"),
+                    join(path, "bucket"),
                     f"bucket {format_duration(explicit)} is longer than the window "
                     f"{format_duration(window_ms)}",
                 )
@@ -395,7 +258,7 @@ def _signal(ctx: _Ctx, name: str, key_node: Node, node: Node) -> Signal | None:
 
     values = None
     if kind is SignalKind.USERS_WITH_TRAIT and "in" in options:
-        values = _trait_values(ctx, options["in"][1], _join(path, "in"))
+        values = _trait_values(ctx, options["in"][1], join(path, "in"))
 
     if len(ctx.issues) != before:
         return None
@@ -417,32 +280,22 @@ def _signal(ctx: _Ctx, name: str, key_node: Node, node: Node) -> Signal | None:
 # Score rules
 
 
-def _number(ctx: _Ctx, node: Node, path: str, what: str) -> float | None:
-    ok, value = ctx.value(node, path)
-    if not ok:
-        return None
-    if not _is_number(value):
-        ctx.add(node, path, f"{what} must be a number, got {value!r}")
-        return None
-    return float(value)
-
-
 def _per_label(signal: str, every: float, points: float, cap: float | None) -> str:
     unit = "point" if points in (1, -1) else "points"
-    label = f"{_fmt(points)} {unit} per {_fmt(every)} {signal}"
-    return f"{label} (max {_fmt(cap)})" if cap is not None else label
+    label = f"{fmt(points)} {unit} per {fmt(every)} {signal}"
+    return f"{label} (max {fmt(cap)})" if cap is not None else label
 
 
-def _rule(ctx: _Ctx, index: int, node: Node, scope: _Scope, signals: set[str]) -> Rule | None:
+def _rule(ctx: Ctx, index: int, node: Node, scope: Scope, signals: set[str]) -> Rule | None:
     path = f"score[{index}]"
     before = len(ctx.issues)
-    entries = _entries(ctx, node, path, 'a rule like {when: "messages >= 5", points: 40}')
+    entries = entries_of(ctx, node, path, 'a rule like {when: "messages >= 5", points: 40}')
     if entries is None:
         return None
     options = {key: (knode, vnode) for key, knode, vnode in entries}
     is_when, is_per = "when" in options, "per" in options
     if is_when and is_per:
-        ctx.add(options["per"][0], _join(path, "per"), "a rule has 'when' or 'per', not both")
+        ctx.add(options["per"][0], join(path, "per"), "a rule has 'when' or 'per', not both")
         return None
     if not is_when and not is_per:
         ctx.add(
@@ -453,23 +306,23 @@ def _rule(ctx: _Ctx, index: int, node: Node, scope: _Scope, signals: set[str]) -
     allowed = WHEN_RULE_KEYS if is_when else PER_RULE_KEYS
     for key, knode, _ in entries:
         if key not in RULE_KEYS:
-            _unknown_key(ctx, key, knode, path, RULE_KEYS)
+            unknown_key(ctx, key, knode, path, RULE_KEYS)
         elif key not in allowed and (is_when or is_per):
-            ctx.add(knode, _join(path, key), f"'{key}' only applies to 'per' rules")
+            ctx.add(knode, join(path, key), f"'{key}' only applies to 'per' rules")
 
     points = None
     if "points" in options:
-        points = _number(ctx, options["points"][1], _join(path, "points"), "points")
+        points = number_at(ctx, options["points"][1], join(path, "points"), "points")
     elif is_when or is_per:
-        ctx.add(node, _join(path, "points"), "'points' is required")
+        ctx.add(node, join(path, "points"), "'points' is required")
 
     label = None
     if "name" in options:
-        label = _non_empty_str(ctx, options["name"][1], _join(path, "name"), "a rule name")
+        label = non_empty_str(ctx, options["name"][1], join(path, "name"), "a rule name")
 
     line = node.start_mark.line + 1
     if is_when:
-        when = _expr(ctx, options["when"][1], _join(path, "when"), scope)
+        when = expr_at(ctx, options["when"][1], join(path, "when"), scope)
         if len(ctx.issues) != before or when is None or points is None:
             return None
         return WhenRule(when=when, points=points, label=label or when.source, line=line)
@@ -477,25 +330,25 @@ def _rule(ctx: _Ctx, index: int, node: Node, scope: _Scope, signals: set[str]) -
         return None
 
     per_node = options["per"][1]
-    per = _non_empty_str(ctx, per_node, _join(path, "per"), "a signal name")
+    per = non_empty_str(ctx, per_node, join(path, "per"), "a signal name")
     if per is not None and per not in signals:
-        hint = _did_you_mean(per, signals)
-        ctx.add(per_node, _join(path, "per"), f"unknown signal '{per}'{hint}")
+        hint = did_you_mean(per, signals)
+        ctx.add(per_node, join(path, "per"), f"unknown signal '{per}'{hint}")
     every = 1.0
     if "every" in options:
         every_node = options["every"][1]
-        parsed = _number(ctx, every_node, _join(path, "every"), "every")
+        parsed = number_at(ctx, every_node, join(path, "every"), "every")
         if parsed is not None and parsed <= 0:
             ctx.add(
                 every_node,
-                _join(path, "every"),
-                f"every must be greater than 0, got {_fmt(parsed)}",
+                join(path, "every"),
+                f"every must be greater than 0, got {fmt(parsed)}",
             )
         elif parsed is not None:
             every = parsed
     cap = None
     if "max" in options:
-        cap = _number(ctx, options["max"][1], _join(path, "max"), "max")
+        cap = number_at(ctx, options["max"][1], join(path, "max"), "max")
     if len(ctx.issues) != before or per is None or points is None:
         return None
     return PerRule(
@@ -526,8 +379,8 @@ def _refusals(
     return refused
 
 
-def _model(ctx: _Ctx, root: Node, text: str, source: str | None) -> Model | None:
-    entries = _entries(ctx, root, "", "a mapping with name, version, signals, score and qualify")
+def _model(ctx: Ctx, root: Node, text: str, source: str | None) -> Model | None:
+    entries = entries_of(ctx, root, "", "a mapping with name, version, signals, score and qualify")
     if entries is None:
         return None
     top = {key: (knode, vnode) for key, knode, vnode in entries}
@@ -537,16 +390,16 @@ def _model(ctx: _Ctx, root: Node, text: str, source: str | None) -> Model | None
             try:
                 extra[key] = ctx.constructor.construct_object(vnode, deep=True)
             except yaml.YAMLError as exc:
-                ctx.add(vnode, key, f"cannot read value: {_yaml_problem(exc)}")
+                ctx.add(vnode, key, f"cannot read value: {yaml_problem(exc)}")
         elif key not in TOP_KEYS:
-            _unknown_key(ctx, key, knode, "", TOP_KEYS)
+            unknown_key(ctx, key, knode, "", TOP_KEYS)
     for required in ("name", "version", "signals", "qualify"):
         if required not in top:
             ctx.add(root, required, f"'{required}' is required")
 
     name = None
     if "name" in top:
-        name = _non_empty_str(ctx, top["name"][1], "name", "a model name")
+        name = non_empty_str(ctx, top["name"][1], "name", "a model name")
         if name is not None and not _SLUG.fullmatch(name):
             ctx.add(
                 top["name"][1],
@@ -564,7 +417,7 @@ def _model(ctx: _Ctx, root: Node, text: str, source: str | None) -> Model | None
     description = ""
     if "description" in top:
         description = (
-            _non_empty_str(ctx, top["description"][1], "description", "a description text") or ""
+            non_empty_str(ctx, top["description"][1], "description", "a description text") or ""
         )
 
     # Signals. A signal name counts as known even if its definition has issues, so that a
@@ -572,7 +425,7 @@ def _model(ctx: _Ctx, root: Node, text: str, source: str | None) -> Model | None
     signals: list[Signal] = []
     known: set[str] = set()
     if "signals" in top:
-        signal_entries = _entries(ctx, top["signals"][1], "signals", "a mapping of signals")
+        signal_entries = entries_of(ctx, top["signals"][1], "signals", "a mapping of signals")
         if signal_entries is not None and not signal_entries:
             ctx.add(top["signals"][1], "signals", "define at least one signal")
         for key, knode, vnode in signal_entries or []:
@@ -585,18 +438,20 @@ def _model(ctx: _Ctx, root: Node, text: str, source: str | None) -> Model | None
 
     segment_names: list[str] = []
     segment_entries: list[tuple[str, Node, Node]] = []
-    if "segments" in top and not _is_null(top["segments"][1]):
+    if "segments" in top and not is_null(top["segments"][1]):
         segment_entries = (
-            _entries(ctx, top["segments"][1], "segments", "a mapping of segment name to condition")
+            entries_of(
+                ctx, top["segments"][1], "segments", "a mapping of segment name to condition"
+            )
             or []
         )
         segment_names = [key for key, _, _ in segment_entries]
 
     # Score rules: signals only.
     rules: list[Rule] = []
-    if "score" in top and not _is_null(top["score"][1]):
+    if "score" in top and not is_null(top["score"][1]):
         score_node = top["score"][1]
-        rule_scope = _Scope(
+        rule_scope = Scope(
             frozenset(known),
             _refusals(
                 segment_names,
@@ -617,13 +472,13 @@ def _model(ctx: _Ctx, root: Node, text: str, source: str | None) -> Model | None
     # Qualification: signals and score.
     qualify = None
     if "qualify" in top:
-        q_entries = _entries(ctx, top["qualify"][1], "qualify", 'a mapping like {when: "..."}')
+        q_entries = entries_of(ctx, top["qualify"][1], "qualify", 'a mapping like {when: "..."}')
         if q_entries is not None:
             q_options = {key: vnode for key, _, vnode in q_entries}
             for key, knode, _ in q_entries:
                 if key not in QUALIFY_KEYS:
-                    _unknown_key(ctx, key, knode, "qualify", QUALIFY_KEYS)
-            q_scope = _Scope(
+                    unknown_key(ctx, key, knode, "qualify", QUALIFY_KEYS)
+            q_scope = Scope(
                 frozenset(known | {"score"}),
                 _refusals(
                     segment_names,
@@ -636,9 +491,9 @@ def _model(ctx: _Ctx, root: Node, text: str, source: str | None) -> Model | None
             if "when" not in q_options:
                 ctx.add(top["qualify"][1], "qualify.when", "'qualify.when' is required")
             else:
-                when = _expr(ctx, q_options["when"], "qualify.when", q_scope)
-            if "exit" in q_options and not _is_null(q_options["exit"]):
-                exit_ = _expr(ctx, q_options["exit"], "qualify.exit", q_scope)
+                when = expr_at(ctx, q_options["when"], "qualify.when", q_scope)
+            if "exit" in q_options and not is_null(q_options["exit"]):
+                exit_ = expr_at(ctx, q_options["exit"], "qualify.exit", q_scope)
             if when is not None:
                 qualify = Qualify(when=when, exit=exit_)
 
@@ -652,7 +507,7 @@ def _model(ctx: _Ctx, root: Node, text: str, source: str | None) -> Model | None
             ctx.add(knode, path, f"segment '{key}' has the same name as a signal")
             named_ok = False
         later = segment_names[index:]
-        scope = _Scope(
+        scope = Scope(
             frozenset(known | {"score", "pql"} | above),
             {
                 n: (
@@ -666,22 +521,22 @@ def _model(ctx: _Ctx, root: Node, text: str, source: str | None) -> Model | None
         )
         expr_node: Node | None = vnode
         if isinstance(vnode, MappingNode):
-            seg_entries = _entries(ctx, vnode, path, "a mapping") or []
+            seg_entries = entries_of(ctx, vnode, path, "a mapping") or []
             seg_options = {k: v for k, _, v in seg_entries}
             for k, kn, v in seg_entries:
                 if k not in SEGMENT_KEYS:
-                    _unknown_key(ctx, k, kn, path, SEGMENT_KEYS)
+                    unknown_key(ctx, k, kn, path, SEGMENT_KEYS)
                 elif k == "description":
-                    _non_empty_str(ctx, v, _join(path, k), "a description text")
+                    non_empty_str(ctx, v, join(path, k), "a description text")
             expr_node = seg_options.get("when")
             if expr_node is None:
-                ctx.add(vnode, _join(path, "when"), "'when' is required")
-            path = _join(path, "when")
+                ctx.add(vnode, join(path, "when"), "'when' is required")
+            path = join(path, "when")
         if named_ok:
             above.add(key)
         if expr_node is None:
             continue
-        expr = _expr(ctx, expr_node, path, scope)
+        expr = expr_at(ctx, expr_node, path, scope)
         if expr is not None and named_ok:
             segments.append(Segment(name=key, expr=expr, line=knode.start_mark.line + 1))
 
@@ -702,13 +557,13 @@ def _model(ctx: _Ctx, root: Node, text: str, source: str | None) -> Model | None
 
 
 def _load(text: str, source: str | None) -> tuple[Model | None, list[ModelIssue]]:
-    ctx = _Ctx(constructor=SafeConstructor())
+    ctx = Ctx(constructor=SafeConstructor())
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1
-        message = f"invalid YAML: {_yaml_problem(exc)}"
+        message = f"invalid YAML: {yaml_problem(exc)}"
         context = getattr(exc, "context_mark", None)
         if context is not None and context.line + 1 != line:
             message += f" (the construct started on line {context.line + 1})"
