@@ -66,6 +66,16 @@ def definition_changes(old: Model, new: Model) -> list[str]:
         elif old_segments[name] != expr:
             out.append(f"segment {name!r}: {old_segments[name]} -> {expr}")
     out += [f"segment {name!r} removed" for name in old_segments if name not in new_segments]
+    old_pb = old.playbook.source if old.playbook else None
+    new_pb = new.playbook.source if new.playbook else None
+    if old_pb != new_pb:
+        out.append(
+            "playbook added"
+            if old_pb is None
+            else "playbook removed"
+            if new_pb is None
+            else "playbook changed (route, owner, contacts or cooldown)"
+        )
     return out
 
 

@@ -41,6 +41,7 @@ from streams.model.nodes import (
     unknown_key,
     yaml_problem,
 )
+from streams.model.playbook import parse_playbook
 from streams.model.spec import (
     Model,
     PerRule,
@@ -55,7 +56,16 @@ from streams.model.spec import (
 
 __all__ = ["parse_model", "load_model", "check_model", "RESERVED_NAMES"]
 
-TOP_KEYS = ("name", "version", "description", "signals", "score", "qualify", "segments")
+TOP_KEYS = (
+    "name",
+    "version",
+    "description",
+    "signals",
+    "score",
+    "qualify",
+    "segments",
+    "playbook",
+)
 KIND_KEYS = tuple(kind.value for kind in SignalKind)
 SIGNAL_OPTION_KEYS = ("where", "window", "bucket", "property", "in", "description")
 SIGNAL_KEYS = KIND_KEYS + SIGNAL_OPTION_KEYS
@@ -540,6 +550,22 @@ def _model(ctx: Ctx, root: Node, text: str, source: str | None) -> Model | None:
         if expr is not None and named_ok:
             segments.append(Segment(name=key, expr=expr, line=knode.start_mark.line + 1))
 
+    playbook = None
+    if "playbook" in top and not is_null(top["playbook"][1]):
+        ctx.known = known
+        playbook = parse_playbook(
+            ctx,
+            top["playbook"][1],
+            {s.name: s for s in signals},
+            segment_names,
+            Scope(
+                frozenset(known | {"score"}),
+                _refusals(
+                    segment_names, "the playbook", "'pql' cannot be used in the playbook", None
+                ),
+            ),
+        )
+
     if ctx.issues or name is None or version is None or qualify is None:
         return None
     return Model(
@@ -553,6 +579,7 @@ def _model(ctx: Ctx, root: Node, text: str, source: str | None) -> Model | None:
         fingerprint=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         source_path=source,
         extra=extra,
+        playbook=playbook,
     )
 
 

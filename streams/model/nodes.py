@@ -18,7 +18,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from streams.model.durations import DurationError, parse_duration
 from streams.model.errors import ModelIssue
-from streams.model.expr import ExprSyntaxError, parse_condition
+from streams.model.expr import ExprSyntaxError, parse_condition, parse_expr
 from streams.model.spec import Expr
 
 
@@ -28,6 +28,7 @@ class Ctx:
 
     constructor: SafeConstructor
     issues: list[ModelIssue] = field(default_factory=list)
+    known: set[str] = field(default_factory=set)  # signal names defined (valid or not)
 
     def add(self, node: Node | int, path: str, message: str) -> None:
         line = node if isinstance(node, int) else node.start_mark.line + 1
@@ -122,7 +123,10 @@ class Scope:
     refused: dict[str, str]
 
 
-def expr_at(ctx: Ctx, node: Node, path: str, scope: Scope | None) -> Expr | None:
+def expr_at(
+    ctx: Ctx, node: Node, path: str, scope: Scope | None, *, value: bool = False
+) -> Expr | None:
+    """A condition (its truth), or with `value` an expression's value (a number, a string)."""
     ok, text = ctx.value(node, path)
     if not ok:
         return None
@@ -130,7 +134,7 @@ def expr_at(ctx: Ctx, node: Node, path: str, scope: Scope | None) -> Expr | None
         ctx.add(node, path, f"expected an expression string, got {text!r}")
         return None
     try:
-        expr = parse_condition(text)
+        expr = parse_expr(text) if value else parse_condition(text)
     except ExprSyntaxError as exc:
         ctx.add(node, path, str(exc))
         return None
@@ -178,3 +182,26 @@ def number_at(ctx: Ctx, node: Node, path: str, what: str) -> float | None:
         ctx.add(node, path, f"{what} must be a number, got {value!r}")
         return None
     return float(value)
+
+
+def options_of(
+    ctx: Ctx,
+    node: Node,
+    path: str,
+    what: str,
+    known: tuple[str, ...],
+    required: tuple[str, ...] = (),
+) -> dict[str, Node] | None:
+    """A mapping of options: key -> value node. Unknown keys and missing required ones are
+    reported; None when the node is not a mapping."""
+    entries = entries_of(ctx, node, path, what)
+    if entries is None:
+        return None
+    for key, knode, _ in entries:
+        if key not in known:
+            unknown_key(ctx, key, knode, path, known)
+    options = {key: vnode for key, _, vnode in entries}
+    for key in required:
+        if key not in options:
+            ctx.add(node, join(path, key), f"'{key}' is required")
+    return options

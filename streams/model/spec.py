@@ -94,6 +94,63 @@ class Segment:
     line: int = 0
 
 
+class Complexity(StrEnum):
+    """How complex the product is to adopt: the more complex, the sooner sales or success
+    should step in (`Playbook`)."""
+
+    SIMPLE = "simple"
+    INTERMEDIATE = "intermediate"
+    COMPLEX = "complex"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Who acts and how soon: a route name (self_serve, sales_assist, sales_led,
+    customer_success, or the model's own) and the hours to respond within."""
+
+    route: str
+    respond_within_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRule:
+    """`{when: EXPR, owner: NAME}`: the owner of an account for which EXPR holds."""
+
+    when: Expr
+    owner: str
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Playbook:
+    """What should happen when an account qualifies (`playbook:`; `streams.scoring.playbook`).
+
+    The deal size (an expression over signals and score) falls in one of `bands` (name, lower
+    bound; ascending, the first is the floor of everything); the route of a band comes from the
+    complexity x deal-size matrix (`streams.model.playbook.DEFAULT_ROUTES`) unless the model
+    names it. Entering one of `segments` calls for its own route. The owner is the `owner_trait`
+    signal's value when the account has one, else the first `owner_rules` match, else a member
+    of `owner_pool` chosen by the account id. Contacts: users in the `titles` signal (a
+    users_with_trait signal), then the most recently active of the `active` signal (a windowed
+    distinct_users signal), at most `max_contacts`. An account is not alerted again for the
+    same play within `cooldown_ms` of its last alert."""
+
+    complexity: Complexity
+    deal_size: Expr
+    bands: tuple[tuple[str, float], ...]
+    routes: Mapping[str, Route]  # per band
+    segments: Mapping[str, Route] = field(default_factory=dict)
+    owner_trait: str | None = None
+    owner_rules: tuple[OwnerRule, ...] = ()
+    owner_pool: tuple[str, ...] = ()
+    titles: str | None = None
+    active: str | None = None
+    max_contacts: int = 3
+    cooldown_ms: int = 0
+    source: str = ""  # the section's canonical YAML (what `pql model diff` compares)
+    line: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Model:
     name: str
@@ -108,6 +165,7 @@ class Model:
     fingerprint: str = ""
     source_path: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    playbook: Playbook | None = None
 
     def signal(self, name: str) -> Signal:
         for s in self.signals:

@@ -124,6 +124,7 @@ def merge(
         state.score, state.pql = kept.score, kept.pql
         state.segments = list(kept.segments)
         state.evaluated = kept.evaluated
+        state.alerted = kept.alerted
     else:
         # An account only the backfill knows (the kept state is gone): never decided live.
         state.score, state.pql, state.segments, state.evaluated = 0, False, [], True

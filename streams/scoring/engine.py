@@ -40,6 +40,7 @@ from typing import Any
 from streams.events.types import Event, Reject, RejectReason
 from streams.model.spec import Model, state_fingerprint
 from streams.scoring.evaluate import EvalCache, Evaluator
+from streams.scoring.playbook import Plays
 from streams.scoring.signals import SignalPlan
 from streams.scoring.summary import Summarizer
 from streams.scoring.transitions import (
@@ -96,6 +97,7 @@ class Scorer:
         self.longest_window = model.longest_window_ms
         self.segment_names = [s.name for s in model.segments]
         self.summarizer = Summarizer(model)
+        self.plays = Plays(model, model.playbook) if model.playbook is not None else None
         # Per signal index: its name and bound `value` (what an incremental evaluation reads).
         self._value_of = [(op.spec.name, op.value) for op in self.plan.ops]
         # Shadow models (`streams.scoring.shadow`): each decides, beside this one, the accounts
@@ -268,6 +270,7 @@ class Scorer:
         return self._settle(
             account_id,
             state,
+            state,
             shadow.score,
             shadow.pql,
             tuple(shadow.segments),
@@ -285,7 +288,7 @@ class Scorer:
         if version in state.shadows:  # started already
             return []
         decision = state.shadows[version] = Decision(
-            state.score, state.pql, list(state.segments), state.evaluated
+            state.score, state.pql, list(state.segments), state.evaluated, dict(state.alerted)
         )
         # The account's clock stays: the live model's decisions must not depend on whether a
         # shadow runs beside it (an event older than `at` read later is applied as it would be).
@@ -364,6 +367,7 @@ class Scorer:
         d.evaluated = True
         out = self._settle(
             account_id,
+            state,
             d,
             cache.score,
             cache.pql,
@@ -379,6 +383,7 @@ class Scorer:
     def _settle(
         self,
         account_id: str,
+        state: AccountState,
         d: AccountState | Decision,
         score: int | float,
         pql: bool,
@@ -390,7 +395,8 @@ class Scorer:
         model_change: bool = False,
     ) -> list[dict[str, Any]]:
         """Record the decision (`score`, `pql`, `segments`) in `d`; return a transition per
-        change from what `d` held."""
+        change from what `d` held (`state`: the account's, whose signals `d` was decided
+        from)."""
         changes: list[tuple[str, str | None]] = []
         if pql != d.pql:
             changes.append((QUALIFIED if pql else DISQUALIFIED, None))
@@ -444,6 +450,11 @@ class Scorer:
                         reasons,
                         condition,
                         signals,
+                    ),
+                    playbook=(
+                        self.plays.play(account_id, kind, segment, values, state, d, at)
+                        if self.plays is not None
+                        else None
                     ),
                 )
             )

@@ -135,6 +135,7 @@ def build_transition(
     partial_signals: list[str] | None = None,
     backfilled_from: str | None = None,
     summary: str | None = None,
+    playbook: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`effective_from`: the model version's start, already as ISO text (one per scorer).
     `backfilled_from`: where the history of the version's backfilled signals began, and
@@ -179,6 +180,8 @@ def build_transition(
     }
     if summary is not None:
         out["summary"] = summary
+    if playbook is not None:
+        out["playbook"] = playbook
     if partial_signals:
         out["partial_signals"] = partial_signals
     return out

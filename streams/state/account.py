@@ -45,6 +45,9 @@ class Decision(msgspec.Struct, array_like=True, omit_defaults=True, dict=True):
     pql: bool = False
     segments: list[str] = msgspec.field(default_factory=list)
     evaluated: bool = False
+    # The playbook's cooldown (`streams.scoring.playbook`): per play, the instant of the last
+    # alert.
+    alerted: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class AccountState(msgspec.Struct, array_like=True, omit_defaults=True, dict=True):
@@ -82,6 +85,9 @@ class AccountState(msgspec.Struct, array_like=True, omit_defaults=True, dict=Tru
     # Per shadow model version running over this account (`streams.scoring.shadow`): its own
     # decision, over the same signals (an empty map without shadows: one byte).
     shadows: dict[int, Decision] = msgspec.field(default_factory=dict)
+    # The playbook's cooldown (`streams.scoring.playbook`): per play (`qualified` or a routed
+    # segment), the instant of the account's last alert. At most 1 + routed segments entries.
+    alerted: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 _S = TypeVar("_S", "AccountState", "StateSummary")
