@@ -30,7 +30,7 @@ DEFAULT_TOPIC = "pql-transitions"
 TOP_REASONS = 3
 PIPE_WIDTH = 160
 TAIL_FETCH_WAIT_MS = 20  # ms; see `tail`
-COLUMNS = ("occurred_at", "account", "kind", "score", "why")
+COLUMNS = ("occurred_at", "account", "kind", "score", "action", "why")
 KIND_STYLE = {
     "qualified": "bold green",
     "disqualified": "red",
@@ -48,9 +48,10 @@ class TransitionRow:
     kind: str
     score: str
     reasons: str
+    action: str = ""  # the playbook's, for an alert: route, owner, respond-by
 
-    def cells(self) -> tuple[str, str, str, str, str]:
-        return (self.occurred_at, self.account, self.kind, self.score, self.reasons)
+    def cells(self) -> tuple[str, str, str, str, str, str]:
+        return (self.occurred_at, self.account, self.kind, self.score, self.action, self.reasons)
 
 
 def _num(value: Any) -> str:
@@ -102,7 +103,32 @@ def format_transition(t: Mapping[str, Any], top: int = TOP_REASONS) -> Transitio
         kind=kind,
         score=score_text,
         reasons="; ".join(shown) or "-",
+        action=format_action(t),
     )
+
+
+def _minute(iso: Any) -> str:
+    """2026-01-08T02:00:00.002Z -> 2026-01-08 02:00 (UTC, like every time shown)."""
+    text = str(iso)
+    return f"{text[:10]} {text[11:16]}" if len(text) >= 16 and text[10:11] == "T" else text
+
+
+def format_action(t: Mapping[str, Any]) -> str:
+    """What the transition's playbook asks for: `route -> owner, by respond-by` for an alert,
+    `route -> owner (cooldown until ...)` for one the cooldown held back, else nothing."""
+    pb = t.get("playbook")
+    if not isinstance(pb, Mapping):
+        return ""
+    route = str(pb.get("route") or "?")
+    owner = pb.get("owner")
+    who = f"{route} -> {owner}" if owner else route
+    if pb.get("alert") is True:
+        by = pb.get("respond_by")
+        return f"{who}, by {_minute(by)}" if by else who
+    until = pb.get("cooldown_until")
+    if until:
+        return f"{who} (cooldown until {_minute(until)})"
+    return ""
 
 
 def _reason_weight(reason: Mapping[str, Any]) -> float:
@@ -214,7 +240,8 @@ class _TablePrinter:
         table.add_column(COLUMNS[1], min_width=10, max_width=24, overflow="ellipsis", no_wrap=True)
         table.add_column(COLUMNS[2], width=30, overflow="fold")
         table.add_column(COLUMNS[3], min_width=10, no_wrap=True, justify="right")
-        table.add_column(COLUMNS[4], ratio=1, min_width=20, overflow="fold")
+        table.add_column(COLUMNS[4], min_width=6, max_width=60, overflow="fold")
+        table.add_column(COLUMNS[5], ratio=1, min_width=20, overflow="fold")
         return table
 
     def header(self) -> None:
@@ -225,7 +252,7 @@ class _TablePrinter:
         table = self._table(header=False)
         if record.transition is None:
             preview = record.value[:80].decode("utf-8", "replace")
-            table.add_row("?", "?", "[red]not a transition[/]", "", preview)
+            table.add_row("?", "?", "[red]not a transition[/]", "", "", preview)
         else:
             cells = format_transition(record.transition).cells()
             style = KIND_STYLE.get(str(record.transition.get("kind")), "")

@@ -138,6 +138,13 @@ def test_demo_shows_a_transition_and_ctrl_c_leaves_nothing_behind() -> None:
         assert first is not None, f"no transition within {FIRST_TRANSITION_S:.0f} s:\n" + "\n".join(
             reader.lines[-60:]
         )
+        # A qualification shows the playbook's action: route, owner (from the example's
+        # territory rule or its pool) and the respond-by deadline, beside the summary.
+        action = re.compile(r" qualified .*(self_serve|sales_[a-z]+) -> \S+@example\.com, by 20")
+        alert = reader.wait_for(lambda line: bool(action.search(line)), 90)
+        assert alert is not None, "no qualification with its action:\n" + "\n".join(
+            reader.lines[-60:]
+        )
         assert demo.poll() is None  # still running: it is meant to run until Ctrl-C
         reader.drain(2.0)
 

@@ -58,7 +58,7 @@ def test_top_is_configurable() -> None:
 
 def test_missing_and_malformed_fields_do_not_raise() -> None:
     row = format_transition({"reasons": ["not a dict", {"points": "x"}], "score": True})
-    assert row.cells() == ("?", "?", "?", "?", "? (?)")
+    assert row.cells() == ("?", "?", "?", "?", "", "? (?)")
     assert format_transition({}).reasons == "-"
 
 
@@ -84,3 +84,33 @@ def test_the_summary_is_the_why_when_there_is_one() -> None:
         {**BASE, "kind": "segment_entered", "segment": "buying_intent", "summary": text}
     )
     assert row.reasons == text
+
+
+PLAYBOOK: dict[str, Any] = {
+    "play": "qualified",
+    "route": "sales_led",
+    "urgency_hours": 4,
+    "alert": True,
+    "respond_by": "2026-01-05T14:00:00.000Z",
+    "deal_size": 5000,
+    "deal_band": "large",
+    "owner": "ana@example.com",
+    "owner_from": "pool",
+    "contacts": [],
+}
+
+
+def test_the_action_column_shows_an_alerts_route_owner_and_deadline() -> None:
+    row = format_transition({**BASE, "playbook": PLAYBOOK})
+    assert row.action == "sales_led -> ana@example.com, by 2026-01-05 14:00"
+    unowned = {**PLAYBOOK, "owner": None, "owner_from": None}
+    assert format_transition({**BASE, "playbook": unowned}).action.startswith("sales_led, by")
+    held = {**PLAYBOOK, "alert": False, "respond_by": None}
+    held["cooldown_until"] = "2026-01-19T10:00:00.000Z"
+    assert format_transition({**BASE, "playbook": held}).action == (
+        "sales_led -> ana@example.com (cooldown until 2026-01-19 10:00)"
+    )
+    quiet = {**PLAYBOOK, "alert": False, "respond_by": None}
+    assert format_transition({**BASE, "playbook": quiet}).action == ""
+    assert format_transition(BASE).action == ""
+    assert format_transition({**BASE, "playbook": "odd"}).action == ""
