@@ -91,8 +91,8 @@ def check_switch(old: Model, new: Model) -> None:
     if changes:
         raise IncompatibleModel(
             f"{new.name} v{new.version} changes what {old.name} v{old.version} keeps per account "
-            "(" + "; ".join(changes) + "): only score rules, qualify/exit and segments can "
-            "change over kept state; a signal change needs that signal's history"
+            "(" + "; ".join(changes) + "): only score rules, qualify/exit, segments and the "
+            "playbook can change over kept state; a signal change needs that signal's history"
         )
 
 
