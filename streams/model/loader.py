@@ -67,7 +67,7 @@ TOP_KEYS = (
     "playbook",
 )
 KIND_KEYS = tuple(kind.value for kind in SignalKind)
-SIGNAL_OPTION_KEYS = ("where", "window", "bucket", "property", "in", "description")
+SIGNAL_OPTION_KEYS = ("where", "window", "bucket", "property", "in", "half_life", "description")
 SIGNAL_KEYS = KIND_KEYS + SIGNAL_OPTION_KEYS
 WHEN_RULE_KEYS = ("when", "points", "name")
 PER_RULE_KEYS = ("per", "every", "points", "max", "name")
@@ -87,8 +87,10 @@ _EVENT_KINDS = {
     SignalKind.EVER,
 }
 _ALLOWED_OPTIONS: dict[SignalKind, frozenset[str]] = {
-    SignalKind.COUNT: frozenset({"where", "window", "bucket", "description"}),
-    SignalKind.SUM: frozenset({"where", "window", "bucket", "property", "description"}),
+    SignalKind.COUNT: frozenset({"where", "window", "bucket", "half_life", "description"}),
+    SignalKind.SUM: frozenset(
+        {"where", "window", "bucket", "property", "half_life", "description"}
+    ),
     SignalKind.DISTINCT_USERS: frozenset({"where", "window", "bucket", "description"}),
     SignalKind.ACTIVE_DAYS: frozenset({"where", "window", "description"}),
     SignalKind.EVER: frozenset({"where", "description"}),
@@ -108,6 +110,8 @@ _WHY_NOT: dict[tuple[SignalKind | None, str], str] = {
     "active_days, ever)",
     (None, "property"): "'property' only applies to sum signals",
     (None, "in"): "'in' only applies to users_with_trait signals",
+    (None, "half_life"): "'half_life' only applies to windowed count and sum signals (their "
+    "buckets decay)",
 }
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -266,6 +270,17 @@ def _signal(ctx: Ctx, name: str, key_node: Node, node: Node) -> Signal | None:
             else:
                 bucket_ms = explicit
 
+    half_life = None
+    if "half_life" in options and "half_life" in _ALLOWED_OPTIONS[kind]:
+        hnode = options["half_life"][1]
+        half_life = duration_at(ctx, hnode, join(path, "half_life"))
+        if "window" not in options:
+            ctx.add(
+                hnode,
+                join(path, "half_life"),
+                "'half_life' needs a 'window': the decay weighs the window's buckets",
+            )
+
     values = None
     if kind is SignalKind.USERS_WITH_TRAIT and "in" in options:
         values = _trait_values(ctx, options["in"][1], join(path, "in"))
@@ -282,6 +297,7 @@ def _signal(ctx: Ctx, name: str, key_node: Node, node: Node) -> Signal | None:
         bucket_ms=bucket_ms,
         trait=trait,
         values=values,
+        half_life_ms=half_life,
         line=key_node.start_mark.line + 1,
     )
 

@@ -53,6 +53,8 @@ class Signal:
     bucket_ms: int | None = None  # event-time bucket size; None iff window_ms is None
     trait: str | None = None  # TRAIT / USERS_WITH_TRAIT: the trait name
     values: frozenset[Value] | None = None  # USERS_WITH_TRAIT: the accepted values (`in:`)
+    # Windowed COUNT / SUM: each bucket weighs 0.5 ** (its age / half_life) (score decay).
+    half_life_ms: int | None = None
     line: int = 0  # 1-based line in the model file, for messages
 
 
@@ -179,21 +181,23 @@ class Model:
 
 
 def signal_key(s: Signal) -> str:
-    """A signal as it is computed (name, kind, events, `where` text, window, bucket, trait): two
-    signals with the same key keep the same state."""
-    return json.dumps(
-        [
-            s.name,
-            s.kind.value,
-            sorted(s.events) if s.events is not None else None,
-            s.where.source if s.where is not None else None,
-            s.property,
-            s.window_ms,
-            s.bucket_ms,
-            s.trait,
-            sorted(repr(v) for v in s.values) if s.values is not None else None,
-        ]
-    )
+    """A signal as it is computed (name, kind, events, `where` text, window, bucket, trait,
+    half-life): two signals with the same key keep the same state. A half-life changes when the
+    value changes by time alone (the state's expiries), so it makes another signal."""
+    key: list[Any] = [
+        s.name,
+        s.kind.value,
+        sorted(s.events) if s.events is not None else None,
+        s.where.source if s.where is not None else None,
+        s.property,
+        s.window_ms,
+        s.bucket_ms,
+        s.trait,
+        sorted(repr(v) for v in s.values) if s.values is not None else None,
+    ]
+    if s.half_life_ms is not None:  # only when set: every other key stays as it was
+        key.append({"half_life": s.half_life_ms})
+    return json.dumps(key)
 
 
 def state_fingerprint(model: Model) -> str:

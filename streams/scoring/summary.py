@@ -130,7 +130,14 @@ def _what(s: Signal) -> str:
 
 
 def _window(s: Signal) -> str:
-    return f" in the last {_duration(s.window_ms)}" if s.window_ms is not None else ""
+    if s.window_ms is None:
+        return ""
+    if s.half_life_ms is not None:
+        return (
+            f" in the last {_duration(s.window_ms)}, with a half-life of "
+            f"{_duration(s.half_life_ms)}"
+        )
+    return f" in the last {_duration(s.window_ms)}"
 
 
 def _duration(ms: int) -> str:

@@ -50,6 +50,8 @@ def _signal_text(s: Signal) -> str:
         parts.append(f"trait {s.trait}")
     if s.values is not None:
         parts.append("in " + ", ".join(sorted(repr(v) for v in s.values)))
+    if s.half_life_ms is not None:
+        parts.append(f"half-life {s.half_life_ms} ms")
     return "; ".join(parts)
 
 
