@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "tail": "streams.io.tail:tail",
     "lag": "streams.io.lag:lag",
     "simulate": "streams.io.simulate:simulate",
+    "notify": "streams.notify.cli:notify",
 }
 
 

@@ -409,17 +409,7 @@ class Metrics:
         yet (``_total``, ``_bucket``, ``_sum``, ``_count``, ``_created``, ``_info``).
 
         Used by the monitoring tests to catch typos in dashboard and alert expressions."""
-        suffixes = {
-            "counter": ("_total", "_created"),
-            "histogram": ("_bucket", "_sum", "_count", "_created"),
-            "info": ("_info",),
-            "gauge": ("",),
-        }
-        names: set[str] = set()
-        for family in self.registry.collect():
-            for suffix in suffixes.get(family.type, ("",)):
-                names.add(family.name + suffix)
-        return frozenset(names)
+        return sample_names(self.registry)
 
 
 def _label_sets(metric: Gauge) -> set[tuple[str, ...]]:
@@ -430,3 +420,18 @@ def _label_sets(metric: Gauge) -> set[tuple[str, ...]]:
         for sample in family.samples:
             out.add(tuple(sample.labels[name] for name in ("topic", "partition")))
     return out
+
+
+def sample_names(registry: CollectorRegistry) -> frozenset[str]:
+    """Every series name `registry` can expose (see `Metrics.sample_names`)."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "info": ("_info",),
+        "gauge": ("",),
+    }
+    names: set[str] = set()
+    for family in registry.collect():
+        for suffix in suffixes.get(family.type, ("",)):
+            names.add(family.name + suffix)
+    return frozenset(names)

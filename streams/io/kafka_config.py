@@ -138,28 +138,45 @@ def kafka_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Click options shared by the client commands (`--broker` and security), each also a
     `PQL_*` environment variable like `pql worker`'s. The command receives `broker: str` and
     `security: dict | None`."""
+    return kafka_options_env("PQL_")(command)
+
+
+def kafka_options_env(prefix: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`kafka_options` whose variables are `<prefix>BROKER`... first, then `PQL_BROKER`...
+    (`pql notify`: PQL_NOTIFY_BROKER, falling back to PQL_BROKER)."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        return _kafka_options(command, prefix)
+
+    return decorate
+
+
+def _kafka_options(command: Callable[..., Any], prefix: str) -> Callable[..., Any]:
     import functools
 
     import click
 
+    def env(name: str) -> list[str]:
+        return [f"{prefix}{name}"] if prefix == "PQL_" else [f"{prefix}{name}", f"PQL_{name}"]
+
     @click.option(
         "--broker",
-        envvar="PQL_BROKER",
+        envvar=env("BROKER"),
         default="127.0.0.1:9092",
         show_default=True,
-        help="Kafka bootstrap address HOST:PORT (env PQL_BROKER).",
+        help=f"Kafka bootstrap address HOST:PORT (env {' or '.join(env('BROKER'))}).",
     )
     @click.option(
         "--security-protocol",
-        envvar="PQL_SECURITY_PROTOCOL",
+        envvar=env("SECURITY_PROTOCOL"),
         default="PLAINTEXT",
         show_default=True,
         type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]),
     )
-    @click.option("--sasl-mechanism", envvar="PQL_SASL_MECHANISM", default=None)
-    @click.option("--sasl-username", envvar="PQL_SASL_USERNAME", default=None)
-    @click.option("--sasl-password", envvar="PQL_SASL_PASSWORD", default=None)
-    @click.option("--ssl-cafile", envvar="PQL_SSL_CAFILE", default=None)
+    @click.option("--sasl-mechanism", envvar=env("SASL_MECHANISM"), default=None)
+    @click.option("--sasl-username", envvar=env("SASL_USERNAME"), default=None)
+    @click.option("--sasl-password", envvar=env("SASL_PASSWORD"), default=None)
+    @click.option("--ssl-cafile", envvar=env("SSL_CAFILE"), default=None)
     @functools.wraps(command)
     def wrapper(
         *args: Any,

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from streams.metrics import Metrics
+from streams.notify.metrics import NotifyMetrics
 
 MONITORING_DIR = Path(__file__).resolve().parents[3] / "deploy" / "monitoring"
 
-# Series names a Prometheus server adds itself; everything else must come from streams.metrics.
+# Series names a Prometheus server adds itself; everything else must come from streams.metrics
+# (the worker) or streams.notify.metrics (pql notify).
 SERVER_SERIES = frozenset({"up"})
 
 PromtoolRunner = Callable[..., subprocess.CompletedProcess[str]]
@@ -44,7 +46,7 @@ def promtool(promtool_path: str) -> PromtoolRunner:
 
 @pytest.fixture(scope="session")
 def known_series() -> frozenset[str]:
-    return Metrics().sample_names() | SERVER_SERIES
+    return Metrics().sample_names() | NotifyMetrics().sample_names() | SERVER_SERIES
 
 
 _KEYWORDS = frozenset(

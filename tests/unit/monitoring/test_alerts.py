@@ -27,6 +27,9 @@ EXPECTED_ALERTS = {
     "PqlModelChangeRefused",
     "PqlModelSwitchStuck",
     "PqlFrequentRebalances",
+    "PqlNotifyDeadLetters",
+    "PqlNotifyLagGrowing",
+    "PqlNotifySlaBreached",
 }
 
 
