@@ -24,7 +24,7 @@ CHART_ALERTS = CHART / "files" / "alerts.yml"
 KUBE_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34")
 
 # Values files the chart is rendered, linted and validated with.
-VALUES_FILES = ("default", "standby", "sasl", "ephemeral")
+VALUES_FILES = ("default", "standby", "sasl", "ephemeral", "notify")
 
 RELEASE = "pql"
 NAMESPACE = "pql"

@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
+from streams.notify.routes import Destination, parse_routes
 from tests.deploy import _tools
 from tests.deploy._tools import (
     CHART,
@@ -313,6 +314,55 @@ def test_network_policy_admits_only_the_web_port(docs: dict[str, list[dict[str, 
     assert not by_kind(docs["ephemeral"], "NetworkPolicy")
 
 
+def test_optional_notify_deployment(docs: dict[str, list[dict[str, Any]]]) -> None:
+    """pql notify: off by default; on, a Deployment whose URLs and secret come from the existing
+    Secret, its routes from a ConfigMap (a valid routes file), its own selector labels (the
+    worker StatefulSet never selects its pods), scraped as job pql-notify."""
+    assert not by_kind(docs["default"], "Deployment")
+    notify = docs["notify"]
+    dep = one(notify, "Deployment")
+    sts = one(notify, "StatefulSet")
+    pod = dep["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["notify"]
+    env = env_of(container)
+    assert env["PQL_NOTIFY_BROKER"]["value"] == "kafka:9092"
+    assert env["PQL_NOTIFY_TOPIC"]["value"] == "pql-transitions"
+    assert env["PQL_NOTIFY_GROUP"]["value"] == "pql-weighted-demo-notify"
+    assert env["PQL_NOTIFY_ATTEMPTS"]["value"] == "8"
+    for name, key in (
+        ("PQL_NOTIFY_WEBHOOK", "webhook"),
+        ("PQL_NOTIFY_SECRET", "secret"),
+        ("PQL_NOTIFY_SLACK_WEBHOOK", "slack-webhook"),
+    ):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "pql-notify-webhooks", "key": key, "optional": True}
+    assert env["CRM_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "crm-secret"
+    assert env["PQL_NOTIFY_ROUTES"]["value"] == "/etc/pql/notify/routes.yaml"
+    (cm,) = [c for c in by_kind(notify, "ConfigMap") if c["metadata"]["name"].endswith("routes")]
+    routing = parse_routes(
+        cm["data"]["routes.yaml"],
+        flags={"slack": Destination("slack", "slack", "https://hooks.slack.com/x")},
+        env={"CRM_SECRET": "k"},
+    )
+    assert [r.to for r in routing.rules] == ["slack", "crm"]
+    # Selectors: disjoint from the worker's.
+    worker_sel = sts["spec"]["selector"]["matchLabels"]
+    notify_sel = dep["spec"]["selector"]["matchLabels"]
+    assert worker_sel.items() - pod["metadata"]["labels"].items()
+    assert not notify_sel.items() - pod["metadata"]["labels"].items()
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "notify"
+    assert container["readinessProbe"]["httpGet"]["port"] == "metrics"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    monitors = {m["metadata"]["name"]: m for m in by_kind(notify, "ServiceMonitor")}
+    svc = next(s for s in by_kind(notify, "Service") if s["metadata"]["name"].endswith("notify"))
+    sm = monitors[svc["metadata"]["name"]]
+    assert svc["metadata"]["labels"][sm["spec"]["jobLabel"]] == "pql-notify"
+    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"] == "metrics"
+    nps = [n for n in by_kind(notify, "NetworkPolicy") if n["metadata"]["name"].endswith("notify")]
+    assert nps[0]["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+
+
 def test_notes_say_how_to_check_lag(rendered: dict[str, dict[str, str]]) -> None:
     notes = rendered["default"]["pql-streams/templates/NOTES.txt"]
     assert "kubectl -n pql exec pql-pql-streams-0 -c worker --" in notes
@@ -331,6 +381,7 @@ def test_notes_say_how_to_check_lag(rendered: dict[str, dict[str, str]]) -> None
         ({"standbyReplicas": 2}, "standbyReplicas"),
         ({"kafka": {"securityProtocol": "SASL_SSL"}}, "existingSecret"),
         ({"model": {"content": "version: 1\n"}}, "name"),
+        ({"notify": {"enabled": True}}, "notify.existingSecret"),
     ],
 )
 def test_render_refuses(override: dict[str, Any], message: str) -> None:

@@ -110,6 +110,10 @@ def test_required_panels_present() -> None:
         "Live model version": "pql_model_switch_pending",
         "Model reloads by result": "pql_model_reloads_total",
         "Model switches": "pql_model_switch_seconds_bucket",
+        "Notify deliveries": "pql_notify_failed_total",
+        "Notify SLA (occurred_at to delivered)": "pql_notify_sla_seconds_bucket",
+        "Notify retries by cause": "pql_notify_retries_total",
+        "Notify lag": "pql_notify_lag_messages",
     }
     for title, metric in required.items():
         assert title in by_title, f"missing panel {title!r}"

@@ -97,3 +97,20 @@ The shadow model files, as PQL_SHADOW takes them: paths separated by spaces.
 {{- end -}}
 {{- join " " $paths -}}
 {{- end -}}
+
+{{/*
+pql notify's pods: labels of their own, so the worker StatefulSet's selector never matches them.
+*/}}
+{{- define "pql-streams.notifySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "pql-streams.name" . }}-notify
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "pql-streams.notifyLabels" -}}
+helm.sh/chart: {{ include "pql-streams.chart" . }}
+{{ include "pql-streams.notifySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/component: notify
+app.kubernetes.io/part-of: pql-streams
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
