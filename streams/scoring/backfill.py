@@ -125,6 +125,7 @@ def merge(
         state.segments = list(kept.segments)
         state.evaluated = kept.evaluated
         state.alerted = kept.alerted
+        state.recent = kept.recent
     else:
         # An account only the backfill knows (the kept state is gone): never decided live.
         state.score, state.pql, state.segments, state.evaluated = 0, False, [], True

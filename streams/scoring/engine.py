@@ -51,7 +51,13 @@ from streams.scoring.transitions import (
     build_transition,
     iso_ms,
 )
-from streams.state.account import NEVER, AccountState, Decision, StateCodec
+from streams.state.account import (
+    NEVER,
+    RECENT_TRANSITIONS,
+    AccountState,
+    Decision,
+    StateCodec,
+)
 from streams.state.dedup import digest, remember, seen
 
 # The attribute of an AccountState holding its EvalCache (AccountState has dict=True for it).
@@ -458,4 +464,8 @@ class Scorer:
                     ),
                 )
             )
+        if d is state:  # the live decision: the lookup API's last transitions
+            recent = state.recent
+            recent.extend([at, t["kind"], t["segment"], t["transition_id"]] for t in out)
+            del recent[:-RECENT_TRANSITIONS]
         return out

@@ -20,13 +20,15 @@ reads. Nothing grows with the number of events.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
 # Upper bound on user-keyed entries per signal and account. Past it a signal saturates (new users
 # are not added until old ones expire); the README documents this bound.
 MAX_KEYS_PER_SIGNAL = 10_000
+# Transitions kept per account for the lookup API's "last transitions" (newest last).
+RECENT_TRANSITIONS = 5
 # "No pending expiry": larger than any epoch-ms timestamp we will meet.
 NEVER = 2**62
 
@@ -88,6 +90,9 @@ class AccountState(msgspec.Struct, array_like=True, omit_defaults=True, dict=Tru
     # The playbook's cooldown (`streams.scoring.playbook`): per play (`qualified` or a routed
     # segment), the instant of the account's last alert. At most 1 + routed segments entries.
     alerted: dict[str, int] = msgspec.field(default_factory=dict)
+    # The live model's last `RECENT_TRANSITIONS` transitions of this account, oldest first:
+    # [occurred_at ms, kind, segment or None, transition_id] (the lookup API shows them).
+    recent: list[list[Any]] = msgspec.field(default_factory=list)
 
 
 _S = TypeVar("_S", "AccountState", "StateSummary")

@@ -356,3 +356,25 @@ def test_iso_ms_edges() -> None:
     for f in (0.0, 0.0005, 0.9999995, 999.9999995, 1_767_225_599_999.9996, -0.5, 4.1e12):
         assert iso_ms(f) == _datetime_iso_ms(f)
     assert iso_ms(1_767_225_600_123) == "2026-01-01T00:00:00.123Z"
+
+
+def test_the_state_keeps_the_last_transitions_of_the_live_model() -> None:
+    """What the lookup API shows as an account's last transitions: the newest five, oldest
+    first, with their ids; they survive encoding."""
+    h = Harness(PROP)
+    h.send(group("u1", "acme", T0, {"employees": 50}))
+    for burst in range(4):  # busy (3 messages a day) entered, then left, four times
+        for i in range(3):
+            h.send(track("Message Sent", T0 + burst * 3 * DAY + i * MIN))
+        h.advance("acme", T0 + burst * 3 * DAY + 2 * DAY)
+    emitted = [t for t in h.transitions if t["account_id"] == "acme"]
+    assert len(emitted) > 5
+    state = h.states["acme"]
+    assert state.recent == [
+        [int(datetime.fromisoformat(t["occurred_at"].replace("Z", "+00:00")).timestamp() * 1000),
+         t["kind"], t["segment"], t["transition_id"]]
+        for t in emitted[-5:]
+    ]  # fmt: skip
+    codec = h.scorer.codec
+    again = codec.decode(codec.encode(state))
+    assert again is not None and again.recent == state.recent
