@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,6 +43,7 @@ from streams.app.lifecycle.versions import (
     decode_version,
     is_control_key,
 )
+from streams.app.membership import Membership
 from streams.app.partition import PartitionWork
 from streams.app.table_writer import TableWriter
 from streams.app.watermark import DIRECT, StreamClock
@@ -120,10 +120,8 @@ class AccountStage(ModelSweeps, WriteBehind):
         # Encoded state size per account of the assigned partitions (the state gauges).
         self.state_sizes: dict[str, int] = {}
         self.state_bytes = 0
-        # Membership counts for the gauges: rebuilt from the table after each assignment, then
-        # kept current from the transitions.
-        self.pql_accounts = 0
-        self.segment_accounts: Counter[str] = Counter()
+        # The PQL accounts and segment counts (the gauges, the lookup API).
+        self.members = Membership()
         self._record_ts = 0.0  # broker timestamp (s) of the record being processed
         self.events_applied = 0
 
@@ -289,15 +287,7 @@ class AccountStage(ModelSweeps, WriteBehind):
     def _emit(self, transitions: list[dict[str, Any]]) -> None:
         for t in transitions:
             self.send_transition(t["account_id"], orjson.dumps(t))
-            kind = t["kind"]
-            if kind == "qualified":
-                self.pql_accounts += 1
-            elif kind == "disqualified":
-                self.pql_accounts -= 1
-            elif kind == "segment_entered":
-                self.segment_accounts[t["segment"]] += 1
-            else:
-                self.segment_accounts[t["segment"]] -= 1
+            self.members.on_transition(t)
             if self.on_transition is not None:
                 self.on_transition(t, self._record_ts)
 
@@ -356,6 +346,7 @@ class AccountStage(ModelSweeps, WriteBehind):
             for table in (self.cache, self.last_seen, self.state_sizes):
                 for account in gone & table.keys():
                     del table[account]
+            self.members.forget([a for a in self.members.pqls if partition_of(a, n) in partitions])
             self.state_bytes = sum(self.state_sizes.values())
         self._timers_loaded = False
 
@@ -368,8 +359,7 @@ class AccountStage(ModelSweeps, WriteBehind):
         self._timers_loaded = True
         self._assigned_at = time.monotonic()
         n = 0
-        self.pql_accounts = 0
-        self.segment_accounts = Counter()
+        self.members.reset()
         self.state_sizes = {}
         decode = self.codec.summary  # the signals stay undecoded
         for part in self.table.active_partitions():
@@ -387,9 +377,7 @@ class AccountStage(ModelSweeps, WriteBehind):
                 if work.max_clock is None or state.clock > work.max_clock:
                     work.max_clock = state.clock
                 self.state_sizes[account] = len(data)
-                self.pql_accounts += state.pql
-                if state.segments:
-                    self.segment_accounts.update(state.segments)
+                self.members.restored(account, state)
                 schedule(account, state.next_expiry)
                 n += 1
         self.state_bytes = sum(self.state_sizes.values())

@@ -47,6 +47,19 @@ def _env(name: str) -> str:
 @click.option("--web-port", envvar=_env("WEB_PORT"), default=6066, show_default=True, type=int)
 @click.option("--web-host", envvar=_env("WEB_HOST"), default="0.0.0.0", show_default=True)
 @click.option(
+    "--advertised-url",
+    envvar=_env("ADVERTISED_URL"),
+    default=None,
+    help="URL the other workers reach this one's web port at (the lookup API forwards to an "
+    "account's owner). [default: http://<hostname>:<web port>]",
+)
+@click.option(
+    "--api-token",
+    envvar=_env("API_TOKEN"),
+    default=None,
+    help="Bearer token the /v1 lookup API requires (default: open).",
+)
+@click.option(
     "--partitions",
     envvar=_env("PARTITIONS"),
     default=4,
@@ -210,6 +223,8 @@ def worker(
     data_dir: str,
     web_port: int,
     web_host: str,
+    advertised_url: str | None,
+    api_token: str | None,
     partitions: int,
     standby_replicas: int,
     app_id: str,
@@ -244,6 +259,8 @@ def worker(
         data_dir=Path(data_dir),
         web_port=web_port,
         web_host=web_host,
+        advertised_url=advertised_url or None,
+        api_token=api_token or None,
         partitions=partitions,
         standby_replicas=standby_replicas,
         app_id=app_id,

@@ -42,6 +42,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     }
     if settings.instance_id:
         conf["consumer_group_instance_id"] = settings.instance_id
+    if settings.advertised_url:
+        conf["canonical_url"] = settings.advertised_url
     credentials = _credentials(settings)
     if credentials is not None:
         conf["broker_credentials"] = credentials

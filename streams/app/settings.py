@@ -26,6 +26,11 @@ class Settings:
     data_dir: Path = Path(".pql-data")
     web_port: int = 6066
     web_host: str = "0.0.0.0"
+    # The URL other workers reach this one's web server at (the lookup API forwards to the owner
+    # of an account's partition); default Faust's http://<hostname>:<web port>.
+    advertised_url: str | None = None
+    # Bearer token the /v1 lookup API requires (None: open).
+    api_token: str | None = None
     partitions: int = 4
     standby_replicas: int = 0
     app_id: str = ""  # default: pql-<model name>

@@ -28,6 +28,7 @@ import faust
 from faust.types import TP
 
 from streams.app.accounts import AccountStage
+from streams.app.api import LookupApi, register_api
 from streams.app.broker_watch import BrokerWatch
 from streams.app.dlq import dlq_headers
 from streams.app.faust_config import faust_settings
@@ -181,6 +182,7 @@ class Pipeline:
             poll = self.settings.model_poll_s
             app.timer(poll or 1.0)(self._check_model_file)
         register_pages(app, self.metrics, self.readiness)
+        register_api(app, LookupApi.of(app, self.stage, self.settings))
 
     def readiness(self) -> Readiness:
         return readiness(self.app, self.ready, self.broker_watch.reachable)
@@ -213,9 +215,11 @@ class Pipeline:
         m.held_events.labels("users").set(self.user_stage.held_events())
         m.state_accounts.set(len(self.stage.state_sizes))
         m.state_bytes.set(self.stage.state_bytes)
-        m.pql_accounts.set(self.stage.pql_accounts)
+        m.pql_accounts.set(self.stage.members.pql_accounts)
         for segment in self.settings.model.segments:
-            m.segment_accounts.labels(segment.name).set(self.stage.segment_accounts[segment.name])
+            m.segment_accounts.labels(segment.name).set(
+                self.stage.members.segment_accounts[segment.name]
+            )
         bf = self.stage.versions.backfill
         m.set_backfill(str(bf.version) if bf else None, bf is not None and bf.ready())
         m.set_partial_signals(self.stage.partial_signals())

@@ -303,6 +303,24 @@ def test_optional_monitoring(docs: dict[str, list[dict[str, Any]]]) -> None:
         assert svc["metadata"]["labels"][key] == value
 
 
+def test_lookup_api_reaches_the_owner_by_its_stable_name(
+    docs: dict[str, list[dict[str, Any]]],
+) -> None:
+    env = env_of(worker_container(docs["default"]))
+    names = list(env)
+    assert names.index("PQL_INSTANCE_ID") < names.index("PQL_ADVERTISED_URL")  # $(...) order
+    assert env["PQL_ADVERTISED_URL"]["value"] == (
+        "http://$(PQL_INSTANCE_ID).pql-pql-streams-headless.pql.svc:6066"
+    )
+    assert "PQL_API_TOKEN" not in env
+    token = env_of(worker_container(docs["sasl"]))["PQL_API_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "pql-api-token", "key": "token"}
+    # With peers listed, the workers may still reach each other's web port.
+    (rule,) = one(docs["sasl"], "NetworkPolicy")["spec"]["ingress"]
+    sts = one(docs["sasl"], "StatefulSet")
+    assert rule["from"][-1]["podSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+
+
 def test_network_policy_admits_only_the_web_port(docs: dict[str, list[dict[str, Any]]]) -> None:
     np = one(docs["sasl"], "NetworkPolicy")
     assert np["spec"]["policyTypes"] == ["Ingress"]
