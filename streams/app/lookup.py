@@ -13,7 +13,7 @@ from typing import Any
 
 from streams.scoring.engine import Scorer
 from streams.scoring.transitions import QUALIFIED, iso_ms
-from streams.state.account import AccountState
+from streams.state.account import AccountState, recent_transition
 
 
 def _values(scorer: Scorer, state: AccountState) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def account_view(account_id: str, state: AccountState, scorer: Scorer) -> dict[s
         "as_of": iso_ms(state.clock),
         "last_transitions": [
             {"occurred_at": iso_ms(at), "kind": kind, "segment": segment, "transition_id": tid}
-            for at, kind, segment, tid in reversed(state.recent)
+            for at, kind, segment, tid in map(recent_transition, reversed(state.recent))
         ],
     }
 
@@ -54,9 +54,8 @@ def account_view(account_id: str, state: AccountState, scorer: Scorer) -> dict[s
 def pql_item(account_id: str, state: AccountState, scorer: Scorer) -> dict[str, Any]:
     """One row of `GET /v1/pqls`."""
     playbook = playbook_of(account_id, state, scorer)
-    qualified_at = next(
-        (at for at, kind, _, _ in reversed(state.recent) if kind == QUALIFIED), None
-    )
+    qualified = [at for at, kind, _, _ in map(recent_transition, state.recent) if kind == QUALIFIED]
+    qualified_at = qualified[-1] if qualified else None
     return {
         "account_id": account_id,
         "score": state.score,

@@ -57,6 +57,7 @@ from streams.state.account import (
     AccountState,
     Decision,
     StateCodec,
+    recent_entry,
 )
 from streams.state.dedup import digest, remember, seen
 
@@ -466,6 +467,8 @@ class Scorer:
             )
         if d is state:  # the live decision: the lookup API's last transitions
             recent = state.recent
-            recent.extend([at, t["kind"], t["segment"], t["transition_id"]] for t in out)
+            recent.extend(
+                recent_entry(at, t["kind"], t["segment"], t["transition_id"]) for t in out
+            )
             del recent[:-RECENT_TRANSITIONS]
         return out

@@ -90,9 +90,25 @@ class AccountState(msgspec.Struct, array_like=True, omit_defaults=True, dict=Tru
     # The playbook's cooldown (`streams.scoring.playbook`): per play (`qualified` or a routed
     # segment), the instant of the account's last alert. At most 1 + routed segments entries.
     alerted: dict[str, int] = msgspec.field(default_factory=dict)
-    # The live model's last `RECENT_TRANSITIONS` transitions of this account, oldest first:
-    # [occurred_at ms, kind, segment or None, transition_id] (the lookup API shows them).
+    # The live model's last `RECENT_TRANSITIONS` transitions of this account, oldest first, as
+    # `recent_entry` packs them (about 26 bytes each; the lookup API shows them).
     recent: list[list[Any]] = msgspec.field(default_factory=list)
+
+
+_KIND_CODES = {"qualified": 0, "disqualified": 1, "segment_entered": 2, "segment_exited": 3}
+_KINDS = tuple(_KIND_CODES)
+
+
+def recent_entry(at: int, kind: str, segment: str | None, transition_id: str) -> list[Any]:
+    """A transition as `AccountState.recent` keeps it: [occurred_at ms, kind code, segment or
+    None, the id's 16 bytes]."""
+    return [at, _KIND_CODES[kind], segment, bytes.fromhex(transition_id)]
+
+
+def recent_transition(entry: list[Any]) -> tuple[int, str, str | None, str]:
+    """(occurred_at ms, kind, segment, transition_id) of a `recent_entry`."""
+    at, code, segment, raw = entry
+    return at, _KINDS[code], segment, raw.hex()
 
 
 _S = TypeVar("_S", "AccountState", "StateSummary")

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from streams.scoring.engine import Scorer
 from streams.scoring.transitions import iso_ms, transition_id
+from streams.state.account import recent_transition
 from tests.unit.scoring.util import (
     DAY,
     HOUR,
@@ -370,7 +371,7 @@ def test_the_state_keeps_the_last_transitions_of_the_live_model() -> None:
     emitted = [t for t in h.transitions if t["account_id"] == "acme"]
     assert len(emitted) > 5
     state = h.states["acme"]
-    assert state.recent == [
+    assert [list(recent_transition(e)) for e in state.recent] == [
         [int(datetime.fromisoformat(t["occurred_at"].replace("Z", "+00:00")).timestamp() * 1000),
          t["kind"], t["segment"], t["transition_id"]]
         for t in emitted[-5:]
