@@ -6,6 +6,9 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # The real Kafka broker of the integration tests (streams/broker/kafka.py): Java 17+ and Maven.
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
+# The backtest's HTML report is rendered in a real headless browser (tests/unit/backtest).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 echo "installing Debian packages: ${need[*]}"
 SUDO=""

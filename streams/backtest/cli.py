@@ -31,6 +31,22 @@ from streams.scoring.transitions import iso_ms
 @click.argument("events", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--conversion-event", default=None, help='Track event that means "converted".')
 @click.option(
+    "--signup-event",
+    default=None,
+    help="Track event that enters an account into the funnel (default: its first event).",
+)
+@click.option(
+    "--revenue-property",
+    default=None,
+    help="Numeric property of the conversion event that is its revenue (e.g. mrr).",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    help="Write a self-contained HTML report with charts (opens offline).",
+)
+@click.option(
     "--out", "out_path", type=click.Path(dir_okay=False), help="Write transitions (JSONL)."
 )
 @click.option(
@@ -93,6 +109,9 @@ def backtest(
     model_path: str,
     events: tuple[str, ...],
     conversion_event: str | None,
+    signup_event: str | None,
+    revenue_property: str | None,
+    html_path: str | None,
     out_path: str | None,
     report_path: str | None,
     until: str | None,
@@ -109,6 +128,11 @@ def backtest(
     model = load_model_or_exit(model_path)
     switches = _parse_switches(model, switch_specs)
     shadows = _parse_shadows(model, switches, shadow_specs)
+    if revenue_property and not conversion_event:
+        raise click.BadParameter(
+            "the revenue is a property of the conversion event: give --conversion-event too",
+            param_hint="--revenue-property",
+        )
     if shadow_out_path and not shadows:
         raise click.BadParameter("--shadow-out without any --shadow", param_hint="--shadow-out")
     for p in events:
@@ -155,6 +179,8 @@ def backtest(
                 shadows=shadows,
                 shadow_sink=_jsonl_sink(shadow_out),
                 backfill_from_ms=backfill_from_ms,
+                signup_event=signup_event,
+                revenue_property=revenue_property,
             )
     finally:
         for f in (out, shadow_out):
@@ -175,6 +201,11 @@ def backtest(
             )
     if report_path:
         Path(report_path).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    if html_path:
+        from streams.backtest.report import write_report
+
+        write_report(Path(html_path), summary, model)
+        console.print(f"report written to {html_path}")
     _print_summary(Console(), summary, out_path, report_path)
 
 

@@ -251,7 +251,7 @@ class Backtest:
         self.states[account] = state
         if outcome.late:
             self.summary.late_applied += 1
-        self.summary.on_event(account, ev.ts, ev.event)
+        self.summary.on_event(account, ev.ts, ev.event, ev.properties)
         if outcome.transitions:
             self._emit(outcome.transitions)
         if self.scorer.shadow_out:
@@ -403,9 +403,12 @@ def run_backtest(
     shadows: Sequence[ShadowStart] = (),
     shadow_sink: TransitionSink | None = None,
     backfill_from_ms: int | None = None,
+    signup_event: str | None = None,
+    revenue_property: str | None = None,
 ) -> dict[str, Any]:
     """Replay files through the core; return the summary. `progress(bytes_read)` is called
-    every few thousand lines."""
+    every few thousand lines. `signup_event`, `revenue_property`: the funnel's
+    (`streams.backtest.funnel`)."""
     bt = Backtest(
         model,
         sink=sink,
@@ -417,11 +420,13 @@ def run_backtest(
         shadow_sink=shadow_sink,
         backfill_from_ms=backfill_from_ms,
     )
+    bt.summary.signup_event = signup_event
+    bt.summary.revenue_property = revenue_property
     started = time.perf_counter()
     for n, line in history_lines(paths, progress):
         bt.feed_line(line, n)
     bt.finish(until)
-    summary = bt.summary.build(time.perf_counter() - started)
+    summary = bt.summary.build(time.perf_counter() - started, (s.score for s in bt.states.values()))
     if switches:
         summary["switches"] = [_switch_summary(bt, sw) for sw in bt.switched]
     if shadows:

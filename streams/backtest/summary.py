@@ -14,10 +14,14 @@ Definitions (also in the README):
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from streams.backtest.funnel import day_of, funnel
 
 HOUR_MS = 3_600_000
 
@@ -25,6 +29,8 @@ HOUR_MS = 3_600_000
 @dataclass
 class SummaryBuilder:
     conversion_event: str | None = None
+    signup_event: str | None = None  # the funnel's entry (None: an account's first event)
+    revenue_property: str | None = None  # on the conversion event
     first_seen: dict[str, int] = field(default_factory=dict)
     first_pql: dict[str, int] = field(default_factory=dict)
     converted: dict[str, int] = field(default_factory=dict)
@@ -38,13 +44,36 @@ class SummaryBuilder:
     duplicates: int = 0  # events skipped: their account had applied that messageId already
     out_of_order: int = 0  # read after later events had been applied (beyond max_disorder)
     adjusted: Counter[str] = field(default_factory=Counter)  # timestamps from wrong clocks
+    # The funnel (`streams.backtest.funnel`).
+    entered: dict[str, int] = field(default_factory=dict)
+    revenue: dict[str, float] = field(default_factory=dict)
+    qualify_rules: Counter[str] = field(default_factory=Counter)
+    segment_days: dict[str, Counter[str]] = field(default_factory=dict)
 
-    def on_event(self, account_id: str, ts: int, name: str | None) -> None:
+    def on_event(
+        self,
+        account_id: str,
+        ts: int,
+        name: str | None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> None:
         self.events_applied += 1
         if account_id not in self.first_seen:
             self.first_seen[account_id] = ts
+        if account_id not in self.entered and (
+            self.signup_event is None or name == self.signup_event
+        ):
+            self.entered[account_id] = ts
         if name is not None and name == self.conversion_event and account_id not in self.converted:
             self.converted[account_id] = ts
+            if self.revenue_property is not None and properties:
+                value = properties.get(self.revenue_property)
+                if (
+                    isinstance(value, int | float)
+                    and not isinstance(value, bool)
+                    and math.isfinite(value)
+                ):
+                    self.revenue[account_id] = float(value)
 
     def on_transition(self, t: dict[str, Any], occurred_at_ms: int) -> None:
         kind = t["kind"]
@@ -52,13 +81,19 @@ class SummaryBuilder:
         account = t["account_id"]
         if kind == "qualified":
             self.pql_now.add(account)
-            self.first_pql.setdefault(account, occurred_at_ms)
+            if account not in self.first_pql:
+                self.first_pql[account] = occurred_at_ms
+                self.qualify_rules.update(r["rule"] for r in t["reasons"])
         elif kind == "disqualified":
             self.pql_now.discard(account)
         elif kind == "segment_entered":
             self.segments_entered[t["segment"]] += 1
+        if kind in ("segment_entered", "segment_exited"):
+            days = self.segment_days.setdefault(t["segment"], Counter())
+            days[day_of(occurred_at_ms)] += 1 if kind == "segment_entered" else -1
 
-    def build(self, elapsed_s: float | None = None) -> dict[str, Any]:
+    def build(self, elapsed_s: float | None = None, scores: Iterable[float] = ()) -> dict[str, Any]:
+        """`scores`: every account's score at the end (the funnel's score distribution)."""
         accounts = len(self.first_seen)
         pqls = len(self.first_pql)
         ttp = [
@@ -82,6 +117,19 @@ class SummaryBuilder:
         }
         if self.conversion_event is not None:
             out["conversion"] = self._conversion(accounts)
+        out["funnel"] = funnel(
+            entered=self.entered,
+            first_pql=self.first_pql,
+            converted=self.converted,
+            revenue=self.revenue,
+            conversion_event=self.conversion_event,
+            revenue_property=self.revenue_property,
+            signup_event=self.signup_event,
+            scores=scores,
+            qualify_rules=self.qualify_rules,
+            segments_entered=self.segments_entered,
+            segment_days=self.segment_days,
+        )
         if elapsed_s is not None:
             out["elapsed_seconds"] = round(elapsed_s, 3)
             out["events_per_second"] = round(self.events_read / elapsed_s) if elapsed_s else None

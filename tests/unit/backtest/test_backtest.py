@@ -127,7 +127,10 @@ def _write(path: Path, lines: list[str], gz: bool = False) -> Path:
 
 
 def _without_timing(s: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in s.items() if k not in ("elapsed_seconds", "events_per_second")}
+    """Without timing, and without the funnel (`test_the_funnel_agrees_with_the_hand_figures`)."""
+    return {
+        k: v for k, v in s.items() if k not in ("elapsed_seconds", "events_per_second", "funnel")
+    }
 
 
 def test_summary_figures_by_hand(tmp_path: Path) -> None:
@@ -145,6 +148,29 @@ def test_summary_figures_by_hand(tmp_path: Path) -> None:
     ]
     for t in out:
         validate(t)
+
+
+def test_the_funnel_agrees_with_the_hand_figures(tmp_path: Path) -> None:
+    """Entry = the first event (the default), so the funnel's conversion is the figures above,
+    with intervals."""
+    summary = run_backtest(MODEL, [_write(tmp_path / "h.jsonl", HISTORY)], conversion_event=CONV)
+    f = summary["funnel"]
+    assert (f["accounts_entered"], f["pqls"], f["pql_rate"]) == (7, 4, 0.5714)
+    assert f["hours_to_pql"]["median"] == 4.0
+    conv, hand = f["conversion"], EXPECTED_SUMMARY["conversion"]
+    assert (conv["pql"]["rate"], conv["non_pql"]["rate"]) == (
+        hand["conversion_rate_pql"],
+        hand["conversion_rate_non_pql"],
+    )
+    assert (conv["lift"], conv["precision"], conv["recall"]) == (
+        hand["lift"],
+        hand["precision"],
+        hand["recall"],
+    )
+    assert conv["median_lead_hours"] == hand["median_hours_pql_to_conversion"]
+    lo, hi = conv["pql"]["interval"]
+    assert lo < conv["pql"]["rate"] < hi
+    assert sum(c["entered"] for c in f["cohorts"]) == 7
 
 
 def test_no_conversion_event_no_conversion_block(tmp_path: Path) -> None:
