@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "lag": "streams.io.lag:lag",
     "simulate": "streams.io.simulate:simulate",
     "notify": "streams.notify.cli:notify",
+    "fit": "streams.backtest.fit_cli:fit_command",
 }
 
 

@@ -133,7 +133,7 @@ def funnel(
         "segments_by_day": _membership(segment_days),
     }
     if conversion_event is not None:
-        out["conversion"] = _conversion(in_funnel, first_pql, converted)
+        out["conversion"] = conversion_figures(in_funnel, first_pql, converted)
     if revenue_property is not None:
         out["revenue"] = _revenue(in_funnel, first_pql, converted, revenue, revenue_property)
     return out
@@ -143,7 +143,7 @@ def _round(v: float | None) -> float | None:
     return round(v, 2) if v is not None else None
 
 
-def _conversion(
+def conversion_figures(
     accounts: set[str], first_pql: Mapping[str, int], converted: Mapping[str, int]
 ) -> dict[str, Any]:
     conv = {a: t for a, t in converted.items() if a in accounts}

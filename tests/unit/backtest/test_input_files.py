@@ -9,16 +9,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = (
-    "name: b\nversion: 1\nsignals:\n  m: {count: \"Message Sent\", window: 1d}\n"
-    "qualify:\n  when: \"m >= 3\"\n"
+    'name: b\nversion: 1\nsignals:\n  m: {count: "Message Sent", window: 1d}\n'
+    'qualify:\n  when: "m >= 3"\n'
 )
 
 
 def _events(n: int) -> bytes:
     lines = [
         json.dumps(
-            {"type": "track", "event": "Message Sent", "userId": "u1", "messageId": f"m{i}",
-             "timestamp": "2026-01-05T10:00:00Z", "context": {"groupId": "a"}}
+            {
+                "type": "track",
+                "event": "Message Sent",
+                "userId": "u1",
+                "messageId": f"m{i}",
+                "timestamp": "2026-01-05T10:00:00Z",
+                "context": {"groupId": "a"},
+            }
         )
         for i in range(n)
     ]
@@ -33,7 +39,10 @@ def test_backtest_from_a_pipe_with_more_than_8192_lines(tmp_path: Path) -> None:
     model.write_text(MODEL)
     proc = subprocess.run(
         [sys.executable, "-m", "streams.cli", "backtest", "--model", str(model), "-", "--quiet"],
-        input=_events(9000), capture_output=True, cwd=ROOT, timeout=120,
+        input=_events(9000),
+        capture_output=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert b"Illegal seek" not in proc.stderr
@@ -56,7 +65,9 @@ def test_gzip_input_closes_its_file(tmp_path: Path) -> None:
     )
     proc = subprocess.run(
         [sys.executable, "-X", "dev", "-W", "always::ResourceWarning", "-c", code],
-        capture_output=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"ResourceWarning" not in proc.stderr, proc.stderr.decode()

@@ -26,12 +26,12 @@ CHARTS = {"cohorts", "time-to-pql", "conversion", "revenue", "scores", "rules", 
           "membership"}  # fmt: skip
 
 
-def history(tmp: Path) -> tuple[Path, set[str]]:
+def history(tmp: Path, accounts: int = ACCOUNTS, days: int = DAYS) -> tuple[Path, set[str]]:
     """The simulator's history plus the converters' `Subscription Started` (with `mrr`)."""
-    events: list[dict[str, Any]] = list(generate(accounts=ACCOUNTS, days=DAYS, seed=7))
+    events: list[dict[str, Any]] = list(generate(accounts=accounts, days=days, seed=7))
     converters = set()
     shoppers = 0
-    for p in plan_accounts(accounts=ACCOUNTS, days=DAYS, seed=7):
+    for p in plan_accounts(accounts=accounts, days=days, seed=7):
         if p.persona is Persona.QUALIFIER:
             at, mrr = p.signup_ms + 21 * DAY, 20 * p.employees
         elif p.persona is Persona.WINDOW_SHOPPER and (shoppers := shoppers + 1) % 2:
