@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "simulate": "streams.io.simulate:simulate",
     "notify": "streams.notify.cli:notify",
     "fit": "streams.backtest.fit_cli:fit_command",
+    "compare": "streams.backtest.compare_cli:compare",
 }
 
 

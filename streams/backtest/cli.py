@@ -26,20 +26,32 @@ from streams.scoring.switch import IncompatibleModel, ModelSwitch
 from streams.scoring.transitions import iso_ms
 
 
+def funnel_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--conversion-event, --signup-event and --revenue-property (`pql backtest`, `pql
+    compare`; `streams.backtest.funnel`)."""
+    for option in (
+        click.option(
+            "--revenue-property",
+            default=None,
+            help="Numeric property of the conversion event that is its revenue (e.g. mrr).",
+        ),
+        click.option(
+            "--signup-event",
+            default=None,
+            help="Track event that enters an account into the funnel (default: its first).",
+        ),
+        click.option(
+            "--conversion-event", default=None, help='Track event that means "converted".'
+        ),
+    ):
+        command = option(command)
+    return command
+
+
 @click.command()
 @click.option("--model", "model_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.argument("events", nargs=-1, required=True, type=click.Path(allow_dash=True))
-@click.option("--conversion-event", default=None, help='Track event that means "converted".')
-@click.option(
-    "--signup-event",
-    default=None,
-    help="Track event that enters an account into the funnel (default: its first event).",
-)
-@click.option(
-    "--revenue-property",
-    default=None,
-    help="Numeric property of the conversion event that is its revenue (e.g. mrr).",
-)
+@funnel_options
 @click.option(
     "--html",
     "html_path",

@@ -194,6 +194,58 @@ section{margin:1.5rem 0}
 """
 
 
+def _model_text(model: Model) -> str:
+    if model.source_path and Path(model.source_path).is_file():
+        return Path(model.source_path).read_text(encoding="utf-8")
+    return "(model text not available)"
+
+
+def _chart(fig: go.Figure, name: str, first: bool) -> str:
+    return pio.to_html(
+        fig,
+        include_plotlyjs=first,  # plotly.js once, inline: no CDN
+        full_html=False,
+        div_id=f"chart-{name}",
+        config={"displaylogo": False, "responsive": True},
+    )
+
+
+def render_compare(sides: list[tuple[dict[str, Any], Model]]) -> str:
+    """`pql compare --html`: the headline numbers side by side, then each chart of every model
+    next to each other, then the models."""
+    title = " vs ".join(f"{html.escape(m.name)} v{m.version}" for _, m in sides)
+    heads = [dict(_headline(s)) for s, _ in sides]
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>Compare {title}</title><style>{_CSS}"
+        ".pair{display:grid;grid-template-columns:1fr 1fr;gap:1rem}</style></head><body>",
+        f"<h1>Compare {title}</h1><p class='sub'>the same history through each model</p>",
+        "<table id='headline'><tr><td></td>",
+        *(f"<td><b>{html.escape(m.name)} v{m.version}</b></td>" for _, m in sides),
+        "</tr>",
+    ]
+    for key in heads[0]:
+        row = "".join(f"<td>{html.escape(h.get(key, '–'))}</td>" for h in heads)
+        parts.append(f"<tr><td>{html.escape(key)}</td>{row}</tr>")
+    parts.append("</table>")
+    charts = [dict(figures(s, m)) for s, m in sides]
+    first = True
+    for name in charts[0]:
+        divs = []
+        for i, c in enumerate(charts):
+            if name in c:
+                divs.append(_chart(c[name], f"{name}-{i}", first))
+                first = False
+        parts.append(f"<section class='chart pair' data-chart='{name}'>{''.join(divs)}</section>")
+    for _, m in sides:
+        parts.append(
+            f"<section><h2>{html.escape(m.name)} v{m.version}</h2>"
+            f"<pre>{html.escape(_model_text(m))}</pre></section>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
 def render(summary: dict[str, Any], model: Model) -> str:
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -209,20 +261,12 @@ def render(summary: dict[str, Any], model: Model) -> str:
         "</table>",
     ]
     for i, (name, fig) in enumerate(figures(summary, model)):
-        div = pio.to_html(
-            fig,
-            include_plotlyjs=i == 0,  # plotly.js once, inline: no CDN
-            full_html=False,
-            div_id=f"chart-{name}",
-            config={"displaylogo": False, "responsive": True},
+        parts.append(
+            f"<section class='chart' data-chart='{name}'>{_chart(fig, name, i == 0)}</section>"
         )
-        parts.append(f"<section class='chart' data-chart='{name}'>{div}</section>")
-    source = ""
-    if model.source_path and Path(model.source_path).is_file():
-        source = Path(model.source_path).read_text(encoding="utf-8")
     parts += [
         "<section><h2>The model</h2>",
-        f"<pre id='model'>{html.escape(source) or '(model text not available)'}</pre></section>",
+        f"<pre id='model'>{html.escape(_model_text(model))}</pre></section>",
         "</body></html>",
     ]
     return "\n".join(parts)
