@@ -60,6 +60,9 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     600.0,
 )
 
+# Funnel durations (event time): an hour to a quarter.
+FUNNEL_BUCKETS = tuple(h * 3600.0 for h in (1, 6, 24, 3 * 24, 7 * 24, 14 * 24, 30 * 24, 90 * 24))
+
 #: ``segment`` label value of transitions that are not about a segment (PQL enter/exit):
 #: Prometheus treats an empty label as absent, which keeps ``sum by (kind)`` simple.
 PQL_KINDS_SEGMENT = ""
@@ -181,6 +184,43 @@ class Metrics:
             "pql_segment_accounts",
             "Accounts currently in each segment (in this worker's partitions).",
             ["segment"],
+            registry=r,
+        )
+
+        # -- the funnel (streams.app.funnel) -------------------------------------------------
+        self.funnel_entered_total = Counter(
+            "pql_funnel_entered",
+            "Accounts that entered the funnel (their first --signup-event, else first event).",
+            registry=r,
+        )
+        self.funnel_first_pqls_total = Counter(
+            "pql_funnel_first_pqls",
+            "Accounts that qualified for the first time.",
+            registry=r,
+        )
+        self.funnel_conversions_total = Counter(
+            "pql_funnel_conversions",
+            "Accounts that converted (their first --conversion-event), by whether they had "
+            "qualified by then (pql).",
+            ["pql"],
+            registry=r,
+        )
+        self.funnel_revenue_total = Counter(
+            "pql_funnel_revenue",
+            "The conversion events' --revenue-property, by whether the account had qualified.",
+            ["pql"],
+            registry=r,
+        )
+        self.funnel_time_to_pql_seconds = Histogram(
+            "pql_funnel_time_to_pql_seconds",
+            "From entering the funnel to the first qualification (event time).",
+            buckets=FUNNEL_BUCKETS,
+            registry=r,
+        )
+        self.funnel_lead_time_seconds = Histogram(
+            "pql_funnel_lead_time_seconds",
+            "From the first qualification to converting (event time).",
+            buckets=FUNNEL_BUCKETS,
             registry=r,
         )
 

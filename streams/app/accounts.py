@@ -34,6 +34,7 @@ import orjson
 
 from streams.app.align import Entry
 from streams.app.dlq import event_json
+from streams.app.funnel import LiveFunnel
 from streams.app.ingest.config import partition_of
 from streams.app.lifecycle.sweeps import ModelSweeps
 from streams.app.lifecycle.versions import (
@@ -84,6 +85,7 @@ class AccountStage(ModelSweeps, WriteBehind):
         versions: Versions | None = None,
         send_shadow: Callable[[str, bytes], None] | None = None,
         on_shadow_transition: Callable[[dict[str, Any]], None] | None = None,
+        funnel: LiveFunnel | None = None,
     ) -> None:
         self.scorer = scorer  # the first model's (every version reads the same state)
         self.versions = versions or Versions(scorer)
@@ -95,6 +97,7 @@ class AccountStage(ModelSweeps, WriteBehind):
         self.send_transition = send_transition
         self.send_shadow = send_shadow  # the shadow models' transitions (their own topic)
         self.on_shadow_transition = on_shadow_transition
+        self.funnel = funnel  # the live funnel metrics, when configured
         self.send_dlq = send_dlq
         self.flush_producer = flush_producer
         self.partitions = partitions
@@ -202,6 +205,7 @@ class AccountStage(ModelSweeps, WriteBehind):
         if state is not None and state.version != work.version:
             state = self._catch_up(work, account, state)
         scorer = self.versions.scorer(work.version)
+        new = state is None
         outcome = scorer.apply(account, state, ev, work.shadows)
         if outcome.duplicate:
             if self.on_duplicate is not None:
@@ -225,6 +229,8 @@ class AccountStage(ModelSweeps, WriteBehind):
             self._emit_shadow(scorer.take_shadow())
         if not outcome.duplicate and outcome.reject is None:
             self.events_applied += 1
+            if self.funnel is not None:
+                self.funnel.on_event(ev, state, new)
 
     async def _on_time(
         self, work: PartitionWork, watermark: int | None, rejected: list[tuple[Event, Reject]]
@@ -288,6 +294,10 @@ class AccountStage(ModelSweeps, WriteBehind):
         for t in transitions:
             self.send_transition(t["account_id"], orjson.dumps(t))
             self.members.on_transition(t)
+            if self.funnel is not None and t["kind"] == "qualified":
+                state = self.cache.get(t["account_id"])
+                if state is not None:
+                    self.funnel.on_qualified(state, t["occurred_at"])
             if self.on_transition is not None:
                 self.on_transition(t, self._record_ts)
 

@@ -54,6 +54,24 @@ def _env(name: str) -> str:
     "account's owner). [default: http://<hostname>:<web port>]",
 )
 @click.option(
+    "--signup-event",
+    envvar=_env("SIGNUP_EVENT"),
+    default=None,
+    help="Live funnel metrics: the track event that enters an account (default: its first).",
+)
+@click.option(
+    "--conversion-event",
+    envvar=_env("CONVERSION_EVENT"),
+    default=None,
+    help='Live funnel metrics: the track event that means "converted".',
+)
+@click.option(
+    "--revenue-property",
+    envvar=_env("REVENUE_PROPERTY"),
+    default=None,
+    help="Live funnel metrics: the conversion event's revenue property (e.g. mrr).",
+)
+@click.option(
     "--api-token",
     envvar=_env("API_TOKEN"),
     default=None,
@@ -224,6 +242,9 @@ def worker(
     web_port: int,
     web_host: str,
     advertised_url: str | None,
+    signup_event: str | None,
+    conversion_event: str | None,
+    revenue_property: str | None,
     api_token: str | None,
     partitions: int,
     standby_replicas: int,
@@ -261,6 +282,9 @@ def worker(
         web_host=web_host,
         advertised_url=advertised_url or None,
         api_token=api_token or None,
+        signup_event=signup_event or None,
+        conversion_event=conversion_event or None,
+        revenue_property=revenue_property or None,
         partitions=partitions,
         standby_replicas=standby_replicas,
         app_id=app_id,

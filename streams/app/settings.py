@@ -31,6 +31,10 @@ class Settings:
     advertised_url: str | None = None
     # Bearer token the /v1 lookup API requires (None: open).
     api_token: str | None = None
+    # The live funnel metrics (`streams.app.funnel`): entry, conversion and its revenue.
+    signup_event: str | None = None
+    conversion_event: str | None = None
+    revenue_property: str | None = None
     partitions: int = 4
     standby_replicas: int = 0
     app_id: str = ""  # default: pql-<model name>

@@ -33,6 +33,7 @@ from streams.app.broker_watch import BrokerWatch
 from streams.app.dlq import dlq_headers
 from streams.app.faust_config import faust_settings
 from streams.app.faust_transport import install as install_transport
+from streams.app.funnel import LiveFunnel
 from streams.app.health import (
     FAIL_EXIT_S,
     Readiness,
@@ -139,6 +140,12 @@ class Pipeline:
             ),
             send_shadow=self._send_shadow,
             on_shadow_transition=self._count_shadow_transition,
+            funnel=LiveFunnel(
+                metrics,
+                settings.signup_event,
+                settings.conversion_event,
+                settings.revenue_property,
+            ),
         )
         self._forward_pending: list[Any] = []
         self._relay_timer: asyncio.TimerHandle | None = None

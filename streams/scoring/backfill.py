@@ -126,6 +126,11 @@ def merge(
         state.evaluated = kept.evaluated
         state.alerted = kept.alerted
         state.recent = kept.recent
+        state.first_pql, state.entered, state.converted = (
+            kept.first_pql,
+            kept.entered,
+            kept.converted,
+        )
     else:
         # An account only the backfill knows (the kept state is gone): never decided live.
         state.score, state.pql, state.segments, state.evaluated = 0, False, [], True

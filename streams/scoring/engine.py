@@ -465,7 +465,9 @@ class Scorer:
                     ),
                 )
             )
-        if d is state:  # the live decision: the lookup API's last transitions
+        if d is state:  # the live decision: the lookup API's last transitions, the funnel's
+            if pql and not state.first_pql:
+                state.first_pql = at
             recent = state.recent
             recent.extend(
                 recent_entry(at, t["kind"], t["segment"], t["transition_id"]) for t in out

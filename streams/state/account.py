@@ -93,6 +93,12 @@ class AccountState(msgspec.Struct, array_like=True, omit_defaults=True, dict=Tru
     # The live model's last `RECENT_TRANSITIONS` transitions of this account, oldest first, as
     # `recent_entry` packs them (about 26 bytes each; the lookup API shows them).
     recent: list[list[Any]] = msgspec.field(default_factory=list)
+    # The funnel (epoch ms, 0: not yet): the live model's first qualification of the account
+    # (set by the scorer), and, in the worker, its entry (first sign-up event) and first
+    # conversion event (`streams.app.funnel`: the live funnel metrics).
+    first_pql: int = 0
+    entered: int = 0
+    converted: int = 0
 
 
 _KIND_CODES = {"qualified": 0, "disqualified": 1, "segment_entered": 2, "segment_exited": 3}

@@ -26,6 +26,12 @@ EXPECTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "pql_held_events": ("gauge", ("stage",)),
     "pql_paused_input_partitions": ("gauge", ()),
     "pql_transitions": ("counter", ("kind", "segment")),
+    "pql_funnel_entered": ("counter", ()),
+    "pql_funnel_first_pqls": ("counter", ()),
+    "pql_funnel_conversions": ("counter", ("pql",)),
+    "pql_funnel_revenue": ("counter", ("pql",)),
+    "pql_funnel_time_to_pql_seconds": ("histogram", ()),
+    "pql_funnel_lead_time_seconds": ("histogram", ()),
     "pql_pql_accounts": ("gauge", ()),
     "pql_segment_accounts": ("gauge", ("segment",)),
     "pql_processing_latency_seconds": ("histogram", ()),
@@ -75,6 +81,8 @@ def populated() -> Metrics:
     m.late_events_total.labels("rejected").inc()
     m.duplicate_events_total.inc()
     m.clock_skew_events_total.labels("clamped").inc()
+    m.funnel_conversions_total.labels("true").inc()
+    m.funnel_revenue_total.labels("false").inc(49)
     m.held_events.labels("accounts").set(7)
     m.paused_partitions.set(1)
     m.transitions_total.labels("pql_entered", "").inc()

@@ -114,6 +114,10 @@ def test_required_panels_present() -> None:
         "Notify SLA (occurred_at to delivered)": "pql_notify_sla_seconds_bucket",
         "Notify retries by cause": "pql_notify_retries_total",
         "Notify lag": "pql_notify_lag_messages",
+        "PQL rate (7 days)": "pql_funnel_first_pqls_total",
+        "Conversion: PQLs vs non-PQLs (30 days)": "pql_funnel_conversions_total",
+        "Time to PQL and lead time": "pql_funnel_time_to_pql_seconds_bucket",
+        "Revenue: PQLs vs non-PQLs (30 days)": "pql_funnel_revenue_total",
     }
     for title, metric in required.items():
         assert title in by_title, f"missing panel {title!r}"
