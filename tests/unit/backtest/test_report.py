@@ -154,3 +154,34 @@ def test_the_report_renders_in_a_headless_browser(
     colours = image.getcolors(maxcolors=1 << 20) or []
     non_white = sum(n for n, rgb in colours if rgb != (255, 255, 255))
     assert len(colours) > 50 and non_white > 0.05 * image.width * image.height
+
+
+@pytest.mark.parametrize(
+    "name", ["weighted", "zoom", "slack", "team-chat", "icp-segments", "notion", "decaying"]
+)
+def test_every_seed_example_gets_a_report(name: str, tmp_path: Path) -> None:
+    """The seed examples over their seed files (decaying over team-chat's): a funnel and an
+    offline report with every chart, whatever the model reads."""
+    seeds = ROOT / "tests" / "data" / "seeds"
+    events = seeds / f"{name}.jsonl" if name != "decaying" else seeds / "team-chat.jsonl"
+    html, js = tmp_path / "r.html", tmp_path / "r.json"
+    result = CliRunner().invoke(
+        main,
+        [
+            "backtest",
+            "--model",
+            str(ROOT / "examples" / f"{name}.yaml"),
+            str(events),
+            "--html",
+            str(html),
+            "--report",
+            str(js),
+            "--quiet",
+        ],  # fmt: skip
+    )
+    assert result.exit_code == 0, result.output
+    f = json.loads(js.read_text())["funnel"]
+    assert f["accounts_entered"] > 0 and f["pqls"] <= f["accounts_entered"]
+    text = html.read_text()
+    assert text.count("Plotly.newPlot") == len(CHARTS) - 2  # no conversion or revenue asked
+    assert f"name: {name}" in text
