@@ -27,7 +27,6 @@ import logging
 import random
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +36,7 @@ import httpx
 import orjson
 
 from streams.io.kafka_config import consumer_config, producer_config
+from streams.notify.dedupe import Seen, decode_transition, read_back
 from streams.notify.messages import slack_message, webhook_headers
 from streams.notify.metrics import NotifyMetrics
 from streams.notify.retry import RetryPolicy, should_retry
@@ -46,7 +46,6 @@ log = logging.getLogger("pql.notify")
 
 USER_AGENT = "pql-notify"
 _OFFSET_INVALID = -1001  # librdkafka's "no committed offset"
-LOOKBACK_IDLE_S = 5.0  # a read-back that gets nothing for this long is over (records gone)
 LAG_EVERY_S = 5.0
 
 
@@ -87,23 +86,6 @@ def _epoch(iso: Any) -> float | None:
         return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-class Seen:
-    """The last `depth` transition ids of one partition, oldest first."""
-
-    def __init__(self, depth: int) -> None:
-        self.depth = depth
-        self.ids: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, tid: str) -> None:
-        self.ids[tid] = None
-        self.ids.move_to_end(tid)
-        while len(self.ids) > self.depth:
-            self.ids.popitem(last=False)
-
-    def __contains__(self, tid: object) -> bool:
-        return tid in self.ids
 
 
 class DestinationWorker(threading.Thread):
@@ -187,7 +169,7 @@ class DestinationWorker(threading.Thread):
         stored); False when stopping interrupted it."""
         name = self.dest.name
         value = msg.value()
-        t = _decode(value)
+        t = decode_transition(value)
         if t is None:
             self._dead(msg, None, "invalid", 0, None, "not a JSON transition with a transition_id")
             return True
@@ -316,43 +298,8 @@ class DestinationWorker(threading.Thread):
                 self.metrics.lag.remove(self.dest.name, str(tp.partition))
 
     def _read_back(self, ends: dict[int, int]) -> int:
-        """Read the `dedupe_depth` records before each committed offset (`ends`), remembering
-        their transition ids: every one of them was delivered or dead-lettered."""
-        from confluent_kafka import Consumer, TopicPartition
-
         s = self.settings
-        conf = consumer_config(s.bootstrap, None, s.security)
-        reader = Consumer(conf)
-        try:
-            reader.assign(
-                [
-                    TopicPartition(s.topic, p, max(0, end - s.dedupe_depth))
-                    for p, end in ends.items()
-                ]
-            )
-            left = {p for p, end in ends.items() if end > 0}
-            count = 0
-            idle_since = time.monotonic()
-            while left and time.monotonic() - idle_since < LOOKBACK_IDLE_S:
-                msg = reader.poll(0.5)
-                if msg is None or msg.error():
-                    continue
-                idle_since = time.monotonic()
-                p, offset = msg.partition(), msg.offset() or 0
-                if p not in left:
-                    continue
-                if offset >= ends[p]:
-                    left.discard(p)
-                    continue
-                t = _decode(msg.value())
-                if t is not None:
-                    self.seen[p].add(t["transition_id"])
-                    count += 1
-                if offset >= ends[p] - 1:
-                    left.discard(p)
-            return count
-        finally:
-            reader.close()
+        return read_back(s.bootstrap, s.security, s.topic, s.dedupe_depth, ends, self.seen)
 
     def _refresh_lag(self) -> None:
         now = time.monotonic()
@@ -376,18 +323,6 @@ class DestinationWorker(threading.Thread):
                 )
         except Exception as exc:  # noqa: BLE001 - a metric; never stops delivery
             log.debug("%s: lag not refreshed: %s", self.dest.name, exc)
-
-
-def _decode(value: bytes | None) -> dict[str, Any] | None:
-    if not value:
-        return None
-    try:
-        t = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(t, dict) or not isinstance(t.get("transition_id"), str):
-        return None
-    return t
 
 
 class Notifier:
