@@ -16,42 +16,29 @@ from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, SequenceNode
 
-from streams.model.durations import (
-    DAY_MS,
-    default_bucket_ms,
-    format_duration,
-)
 from streams.model.errors import ModelError, ModelIssue
-from streams.model.expr import KEYWORDS
 from streams.model.nodes import (
     Ctx,
     Scope,
-    did_you_mean,
-    duration_at,
     entries_of,
     expr_at,
-    fmt,
     is_null,
-    is_number,
     join,
     non_empty_str,
-    number_at,
     unknown_key,
     yaml_problem,
 )
 from streams.model.playbook import parse_playbook
+from streams.model.rules_loader import parse_rule
+from streams.model.signals_loader import RESERVED_NAMES, check_name, parse_signal
 from streams.model.spec import (
     Model,
-    PerRule,
     Qualify,
     Rule,
     Segment,
     Signal,
-    SignalKind,
-    Value,
-    WhenRule,
 )
 
 __all__ = ["parse_model", "load_model", "check_model", "RESERVED_NAMES"]
@@ -66,325 +53,12 @@ TOP_KEYS = (
     "segments",
     "playbook",
 )
-KIND_KEYS = tuple(kind.value for kind in SignalKind)
-SIGNAL_OPTION_KEYS = ("where", "window", "bucket", "property", "in", "half_life", "description")
-SIGNAL_KEYS = KIND_KEYS + SIGNAL_OPTION_KEYS
-WHEN_RULE_KEYS = ("when", "points", "name")
-PER_RULE_KEYS = ("per", "every", "points", "max", "name")
-RULE_KEYS = ("when", "per", "every", "points", "max", "name")
 QUALIFY_KEYS = ("when", "exit")
 SEGMENT_KEYS = ("when", "description")
 
-# Names an expression reads that are not signals; a signal or segment may not take them.
-RESERVED_NAMES = KEYWORDS | {"score", "pql"}
 
 # Which option keys each kind accepts, and why the others are refused.
-_EVENT_KINDS = {
-    SignalKind.COUNT,
-    SignalKind.SUM,
-    SignalKind.DISTINCT_USERS,
-    SignalKind.ACTIVE_DAYS,
-    SignalKind.EVER,
-}
-_ALLOWED_OPTIONS: dict[SignalKind, frozenset[str]] = {
-    SignalKind.COUNT: frozenset({"where", "window", "bucket", "half_life", "description"}),
-    SignalKind.SUM: frozenset(
-        {"where", "window", "bucket", "property", "half_life", "description"}
-    ),
-    SignalKind.DISTINCT_USERS: frozenset({"where", "window", "bucket", "description"}),
-    SignalKind.ACTIVE_DAYS: frozenset({"where", "window", "description"}),
-    SignalKind.EVER: frozenset({"where", "description"}),
-    SignalKind.TRAIT: frozenset({"description"}),
-    SignalKind.USERS_WITH_TRAIT: frozenset({"in", "description"}),
-}
-_WHY_NOT: dict[tuple[SignalKind | None, str], str] = {
-    (SignalKind.EVER, "window"): "'window' is not allowed on ever signals: they never expire",
-    (SignalKind.TRAIT, "window"): "'window' is not allowed on trait signals: they hold the "
-    "latest value",
-    (SignalKind.USERS_WITH_TRAIT, "window"): "'window' is not allowed on users_with_trait "
-    "signals: they count users by their latest trait",
-    (SignalKind.ACTIVE_DAYS, "bucket"): "'bucket' is not allowed on active_days signals: "
-    "they always use 1d buckets",
-    (None, "bucket"): "'bucket' is only allowed on windowed count, sum and distinct_users signals",
-    (None, "where"): "'where' only applies to event signals (count, sum, distinct_users, "
-    "active_days, ever)",
-    (None, "property"): "'property' only applies to sum signals",
-    (None, "in"): "'in' only applies to users_with_trait signals",
-    (None, "half_life"): "'half_life' only applies to windowed count and sum signals (their "
-    "buckets decay)",
-}
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-# ---------------------------------------------------------------------------------------------
-# Signals
-
-
-def _events(ctx: Ctx, node: Node, path: str) -> tuple[bool, frozenset[str] | None]:
-    """`any` -> None; "Event" -> {"Event"}; ["A", "B"] -> {"A", "B"}."""
-    expected = "expected an event name, 'any', or a list of event names"
-    if isinstance(node, SequenceNode):
-        names: list[str] = []
-        ok = True
-        if not node.value:
-            ctx.add(node, path, f"{expected}; the list is empty")
-            return False, None
-        for i, item in enumerate(node.value):
-            item_ok, value = ctx.value(item, f"{path}[{i}]")
-            if not item_ok:
-                ok = False
-            elif not isinstance(value, str) or not value.strip():
-                ctx.add(item, f"{path}[{i}]", f"expected an event name, got {value!r}")
-                ok = False
-            elif value == "any":
-                ctx.add(item, f"{path}[{i}]", "'any' cannot be mixed with event names")
-                ok = False
-            else:
-                names.append(value)
-        return ok, frozenset(names)
-    if not isinstance(node, ScalarNode):
-        ctx.add(node, path, expected)
-        return False, None
-    ok, value = ctx.value(node, path)
-    if not ok:
-        return False, None
-    if not isinstance(value, str) or not value.strip():
-        ctx.add(node, path, f"{expected}, got {value!r}")
-        return False, None
-    return True, None if value == "any" else frozenset({value})
-
-
-def _trait_values(ctx: Ctx, node: Node, path: str) -> frozenset[Value] | None:
-    if not isinstance(node, SequenceNode) or not node.value:
-        ctx.add(node, path, 'expected a non-empty list of trait values, like ["VP Sales"]')
-        return None
-    values: list[Value] = []
-    for i, item in enumerate(node.value):
-        ok, value = ctx.value(item, f"{path}[{i}]")
-        if ok and (isinstance(value, str | bool) or is_number(value)):
-            values.append(value)
-        elif ok:
-            ctx.add(item, f"{path}[{i}]", f"expected a string, number or boolean, got {value!r}")
-    return frozenset(values)
-
-
-def _check_name(ctx: Ctx, name: str, node: Node, path: str, what: str) -> bool:
-    if not _IDENTIFIER.fullmatch(name):
-        ctx.add(
-            node,
-            path,
-            f"{what} name '{name}' must be an identifier (letters, digits, '_'; "
-            "not starting with a digit) so expressions can read it",
-        )
-        return False
-    if name in RESERVED_NAMES:
-        ctx.add(node, path, f"'{name}' is reserved and cannot name a {what}")
-        return False
-    return True
-
-
-def _signal(ctx: Ctx, name: str, key_node: Node, node: Node) -> Signal | None:
-    path = f"signals.{name}"
-    before = len(ctx.issues)
-    entries = entries_of(ctx, node, path, 'a mapping like {count: "Message Sent", window: 30d}')
-    if entries is None:
-        return None
-    options = {key: (knode, vnode) for key, knode, vnode in entries}
-    kinds = [key for key, _, _ in entries if key in KIND_KEYS]
-    if not kinds:
-        ctx.add(node, path, f"a signal needs one of: {', '.join(KIND_KEYS)}")
-    elif len(kinds) > 1:
-        knode = options[kinds[1]][0]
-        ctx.add(
-            knode,
-            join(path, kinds[1]),
-            f"a signal has exactly one kind, but found '{kinds[0]}' and '{kinds[1]}'",
-        )
-    kind = SignalKind(kinds[0]) if kinds else None
-    for key, knode, _ in entries:
-        if key in KIND_KEYS:
-            continue
-        if key not in SIGNAL_OPTION_KEYS:
-            unknown_key(ctx, key, knode, path, SIGNAL_KEYS)
-        elif kind is not None and len(kinds) == 1 and key not in _ALLOWED_OPTIONS[kind]:
-            why = _WHY_NOT.get((kind, key)) or _WHY_NOT.get((None, key))
-            ctx.add(knode, join(path, key), why or f"'{key}' is not allowed on {kind} signals")
-    if kind is None:
-        return None
-
-    kind_node = options[kind.value][1]
-    events: frozenset[str] | None = None
-    trait: str | None = None
-    if kind in _EVENT_KINDS:
-        _, events = _events(ctx, kind_node, join(path, kind.value))
-    else:
-        trait = non_empty_str(ctx, kind_node, join(path, kind.value), "a trait name")
-
-    where = None
-    if "where" in options and kind in _EVENT_KINDS:
-        where = expr_at(ctx, options["where"][1], join(path, "where"), scope=None)
-
-    prop = None
-    if kind is SignalKind.SUM:
-        if "property" in options:
-            prop = non_empty_str(
-                ctx, options["property"][1], join(path, "property"), "a property name"
-            )
-        else:
-            ctx.add(
-                node,
-                join(path, "property"),
-                "sum signals need 'property': the numeric event property to add up",
-            )
-
-    window_ms = None
-    if "window" in options and kind in _ALLOWED_OPTIONS and "window" in _ALLOWED_OPTIONS[kind]:
-        window_ms = duration_at(ctx, options["window"][1], join(path, "window"))
-        if kind is SignalKind.ACTIVE_DAYS and window_ms is not None and window_ms < DAY_MS:
-            ctx.add(
-                options["window"][1],
-                join(path, "window"),
-                f"active_days needs a window of at least 1d, got {format_duration(window_ms)}",
-            )
-
-    bucket_ms = None
-    if kind is SignalKind.ACTIVE_DAYS:
-        bucket_ms = DAY_MS if window_ms is not None else None
-    elif window_ms is not None:
-        bucket_ms = default_bucket_ms(window_ms)
-    if "bucket" in options and "bucket" in _ALLOWED_OPTIONS[kind]:
-        bnode = options["bucket"][1]
-        explicit = duration_at(ctx, bnode, join(path, "bucket"))
-        if "window" not in options:
-            ctx.add(bnode, join(path, "bucket"), "'bucket' needs a 'window'")
-        elif explicit is not None and window_ms is not None:
-            if explicit > window_ms:
-                ctx.add(
-                    bnode,
-                    join(path, "bucket"),
-                    f"bucket {format_duration(explicit)} is longer than the window "
-                    f"{format_duration(window_ms)}",
-                )
-            else:
-                bucket_ms = explicit
-
-    half_life = None
-    if "half_life" in options and "half_life" in _ALLOWED_OPTIONS[kind]:
-        hnode = options["half_life"][1]
-        half_life = duration_at(ctx, hnode, join(path, "half_life"))
-        if "window" not in options:
-            ctx.add(
-                hnode,
-                join(path, "half_life"),
-                "'half_life' needs a 'window': the decay weighs the window's buckets",
-            )
-
-    values = None
-    if kind is SignalKind.USERS_WITH_TRAIT and "in" in options:
-        values = _trait_values(ctx, options["in"][1], join(path, "in"))
-
-    if len(ctx.issues) != before:
-        return None
-    return Signal(
-        name=name,
-        kind=kind,
-        events=events,
-        where=where,
-        property=prop,
-        window_ms=window_ms,
-        bucket_ms=bucket_ms,
-        trait=trait,
-        values=values,
-        half_life_ms=half_life,
-        line=key_node.start_mark.line + 1,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Score rules
-
-
-def _per_label(signal: str, every: float, points: float, cap: float | None) -> str:
-    unit = "point" if points in (1, -1) else "points"
-    label = f"{fmt(points)} {unit} per {fmt(every)} {signal}"
-    return f"{label} (max {fmt(cap)})" if cap is not None else label
-
-
-def _rule(ctx: Ctx, index: int, node: Node, scope: Scope, signals: set[str]) -> Rule | None:
-    path = f"score[{index}]"
-    before = len(ctx.issues)
-    entries = entries_of(ctx, node, path, 'a rule like {when: "messages >= 5", points: 40}')
-    if entries is None:
-        return None
-    options = {key: (knode, vnode) for key, knode, vnode in entries}
-    is_when, is_per = "when" in options, "per" in options
-    if is_when and is_per:
-        ctx.add(options["per"][0], join(path, "per"), "a rule has 'when' or 'per', not both")
-        return None
-    if not is_when and not is_per:
-        ctx.add(
-            node,
-            path,
-            "a rule needs 'when' (points while a condition holds) or 'per' (graded points)",
-        )
-    allowed = WHEN_RULE_KEYS if is_when else PER_RULE_KEYS
-    for key, knode, _ in entries:
-        if key not in RULE_KEYS:
-            unknown_key(ctx, key, knode, path, RULE_KEYS)
-        elif key not in allowed and (is_when or is_per):
-            ctx.add(knode, join(path, key), f"'{key}' only applies to 'per' rules")
-
-    points = None
-    if "points" in options:
-        points = number_at(ctx, options["points"][1], join(path, "points"), "points")
-    elif is_when or is_per:
-        ctx.add(node, join(path, "points"), "'points' is required")
-
-    label = None
-    if "name" in options:
-        label = non_empty_str(ctx, options["name"][1], join(path, "name"), "a rule name")
-
-    line = node.start_mark.line + 1
-    if is_when:
-        when = expr_at(ctx, options["when"][1], join(path, "when"), scope)
-        if len(ctx.issues) != before or when is None or points is None:
-            return None
-        return WhenRule(when=when, points=points, label=label or when.source, line=line)
-    if not is_per:
-        return None
-
-    per_node = options["per"][1]
-    per = non_empty_str(ctx, per_node, join(path, "per"), "a signal name")
-    if per is not None and per not in signals:
-        hint = did_you_mean(per, signals)
-        ctx.add(per_node, join(path, "per"), f"unknown signal '{per}'{hint}")
-    every = 1.0
-    if "every" in options:
-        every_node = options["every"][1]
-        parsed = number_at(ctx, every_node, join(path, "every"), "every")
-        if parsed is not None and parsed <= 0:
-            ctx.add(
-                every_node,
-                join(path, "every"),
-                f"every must be greater than 0, got {fmt(parsed)}",
-            )
-        elif parsed is not None:
-            every = parsed
-    cap = None
-    if "max" in options:
-        cap = number_at(ctx, options["max"][1], join(path, "max"), "max")
-    if len(ctx.issues) != before or per is None or points is None:
-        return None
-    return PerRule(
-        signal=per,
-        every=every,
-        points=points,
-        max=cap,
-        label=label or _per_label(per, every, points, cap),
-        line=line,
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,10 +129,10 @@ def _model(ctx: Ctx, root: Node, text: str, source: str | None) -> Model | None:
         if signal_entries is not None and not signal_entries:
             ctx.add(top["signals"][1], "signals", "define at least one signal")
         for key, knode, vnode in signal_entries or []:
-            if not _check_name(ctx, key, knode, f"signals.{key}", "signal"):
+            if not check_name(ctx, key, knode, f"signals.{key}", "signal"):
                 continue
             known.add(key)
-            signal = _signal(ctx, key, knode, vnode)
+            signal = parse_signal(ctx, key, knode, vnode)
             if signal is not None:
                 signals.append(signal)
 
@@ -491,7 +165,7 @@ def _model(ctx: Ctx, root: Node, text: str, source: str | None) -> Model | None:
             ctx.add(score_node, "score", "expected a list of rules")
         else:
             for i, item in enumerate(score_node.value):
-                rule = _rule(ctx, i, item, rule_scope, known)
+                rule = parse_rule(ctx, i, item, rule_scope, known)
                 if rule is not None:
                     rules.append(rule)
 
@@ -528,7 +202,7 @@ def _model(ctx: Ctx, root: Node, text: str, source: str | None) -> Model | None:
     above: set[str] = set()
     for index, (key, knode, vnode) in enumerate(segment_entries):
         path = f"segments.{key}"
-        named_ok = _check_name(ctx, key, knode, path, "segment")
+        named_ok = check_name(ctx, key, knode, path, "segment")
         if named_ok and key in known:
             ctx.add(knode, path, f"segment '{key}' has the same name as a signal")
             named_ok = False
