@@ -13,8 +13,8 @@ transitions).
 from __future__ import annotations
 
 import math
-from datetime import datetime
 
+from streams.events.timestamps import iso_to_epoch_ms
 from streams.events.types import Event, EventType
 from streams.metrics import Metrics
 from streams.state.account import AccountState
@@ -58,8 +58,8 @@ class LiveFunnel:
 
     def on_qualified(self, state: AccountState, occurred_at: str) -> None:
         """A `qualified` transition of the account: its first, if the state says so."""
-        at = int(datetime.fromisoformat(occurred_at.replace("Z", "+00:00")).timestamp() * 1000)
-        if state.first_pql != at:
+        at = iso_to_epoch_ms(occurred_at)
+        if at is None or state.first_pql != at:
             return  # qualified before: counted then
         self.m.funnel_first_pqls_total.inc()
         entry = state.entered or state.first_seen
