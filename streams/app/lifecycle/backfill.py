@@ -157,12 +157,19 @@ class Backfill:
         if floor > self._floor:
             self._floor = floor
 
-    async def handover(self, part: int, at: int) -> dict[str, AccountState]:
-        """The states of partition `part`'s accounts as of switch time `at` (see module)."""
-        fut: concurrent.futures.Future[dict[str, AccountState]] = concurrent.futures.Future()
+    def agree(self, at: int) -> None:
+        """The switch time T, once agreed: from then on the bound is T, whatever the floor (a
+        worker restarted after some of its partitions switched knows T before any handover,
+        and those partitions' stream time runs past it)."""
         with self._lock:
             if self._at is None:
                 self._at = at
+
+    async def handover(self, part: int, at: int) -> dict[str, AccountState]:
+        """The states of partition `part`'s accounts as of switch time `at` (see module)."""
+        fut: concurrent.futures.Future[dict[str, AccountState]] = concurrent.futures.Future()
+        self.agree(at)
+        with self._lock:
             self._requests.append((part, fut))
         return await asyncio.wrap_future(fut)
 

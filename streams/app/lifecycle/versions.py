@@ -185,7 +185,16 @@ class Versions:
             bf.start()
         else:
             bf.set_owned(owned())
-        bounds = [b for w in works.values() if (b := _floor(w)) is not None]
+        assert self.log is not None  # a target comes from it
+        agreed = [sw.at_ms for sw in self.log.live if sw.model.version == target.version]
+        if agreed:
+            bf.agree(agreed[0])
+            return
+        # Only partitions still before the target bound it: one that switched already runs
+        # past the switch time.
+        bounds = [
+            b for w in works.values() if w.version < target.version and (b := _floor(w)) is not None
+        ]
         if bounds:
             bf.set_floor(max(bounds))
 

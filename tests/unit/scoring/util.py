@@ -82,6 +82,8 @@ def brief(t: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+# Generated message ids have a prefix no test spells out: a test's own "m1" never collides
+# with one generated for another event (that made a test depend on which ran before it).
 _seq = [0]
 
 
@@ -100,7 +102,7 @@ def track(
         obj["properties"] = props
     if mid is None:
         _seq[0] += 1
-        mid = f"m{_seq[0]}"
+        mid = f"auto-m{_seq[0]}"
     obj["messageId"] = mid
     return obj
 
@@ -110,7 +112,7 @@ def identify(user: str, ts: int, traits: dict[str, Any], mid: str | None = None)
     obj["traits"] = traits
     if mid is None:
         _seq[0] += 1
-        mid = f"i{_seq[0]}"
+        mid = f"auto-i{_seq[0]}"
     obj["messageId"] = mid
     return obj
 
@@ -127,7 +129,7 @@ def group(
     }
     if mid is None:
         _seq[0] += 1
-        mid = f"g{_seq[0]}"
+        mid = f"auto-g{_seq[0]}"
     obj["messageId"] = mid
     return obj
 
