@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streams.backtest.runner import run_backtest  # noqa: E402
+from streams.backtest.replay import run_backtest  # noqa: E402
 from streams.gc_tuning import tune_gc  # noqa: E402
 from streams.model.loader import load_model, parse_model  # noqa: E402
 from streams.model.spec import Model  # noqa: E402

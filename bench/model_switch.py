@@ -30,7 +30,8 @@ from bench import recovery_scale
 from bench.procs import BenchError, Worker, run_main, stop_all
 from bench.run import metric_sum
 from bench.workload import events_file
-from streams.backtest.runner import Backtest, history_lines
+from streams.backtest.replay import history_lines
+from streams.backtest.runner import Backtest
 from streams.broker.child import ChildBroker
 from streams.broker.embedded import EmbeddedBroker, free_port
 from streams.broker.kafka import KafkaBroker

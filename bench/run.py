@@ -456,7 +456,7 @@ def _pct(xs: list[float], p: float) -> float:
 
 def _first_groups_and_applied(lines: list[bytes]) -> tuple[dict[str, str], int]:
     """The keyer's look-ahead, and how many deliveries `pql backtest` applies for `lines`."""
-    from streams.backtest.runner import run_backtest
+    from streams.backtest.replay import run_backtest
     from streams.model.loader import load_model
 
     with tempfile.NamedTemporaryFile("wb", suffix=".jsonl") as f:
@@ -545,7 +545,7 @@ def _du(path: Path) -> int:
 
 def backtest(path: Path, reps: int) -> dict[str, Any]:
     """bench/backtest_bench.py's measurement: run_backtest wall time, lines read / s."""
-    from streams.backtest.runner import run_backtest
+    from streams.backtest.replay import run_backtest
     from streams.gc_tuning import tune_gc
     from streams.model.loader import load_model
 

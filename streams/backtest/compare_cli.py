@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.backtest.cli import funnel_options, load_model_or_exit
-from streams.backtest.runner import run_backtest
+from streams.backtest.replay import run_backtest
 
 
 def _pct(v: Any) -> str:

@@ -37,7 +37,8 @@ from typing import Any
 import yaml
 
 from streams.backtest.funnel import conversion_figures
-from streams.backtest.runner import Backtest, history_lines
+from streams.backtest.replay import history_lines
+from streams.backtest.runner import Backtest
 from streams.model.loader import parse_model
 from streams.model.spec import Model, SignalKind, signal_key
 from streams.state.account import AccountState

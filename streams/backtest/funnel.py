@@ -128,7 +128,8 @@ def funnel(
             "histogram": histogram(ttp),
         },
         "scores": histogram(list(scores)),
-        "qualifying_rules": dict(qualify_rules.most_common()),
+        # Most frequent first, ties by name (not by which account qualified first).
+        "qualifying_rules": dict(sorted(qualify_rules.items(), key=lambda kv: (-kv[1], kv[0]))),
         "segments_entered": dict(sorted(segments_entered.items())),
         "segments_by_day": _membership(segment_days),
     }

@@ -33,14 +33,10 @@ sink. A switch to a shadow's model (its promotion) takes the shadow's decisions 
 
 from __future__ import annotations
 
-import gzip
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from streams.backtest.summary import SummaryBuilder
 from streams.events.order import HoldBuffer, order_key
@@ -60,7 +56,6 @@ from streams.scoring.engine import Scorer
 from streams.scoring.shadow import ShadowStart, check_shadow, start_shadow
 from streams.scoring.switch import IncompatibleModel, ModelSwitch, switch_account
 from streams.scoring.timers import ExpiryIndex
-from streams.scoring.transitions import iso_ms
 from streams.state.account import AccountState
 
 TransitionSink = Callable[[dict[str, Any]], None]
@@ -79,40 +74,6 @@ class _Backfill:
     from_ms: int | None  # None: from the first event (the whole history)
     changes: list[str]
     states: dict[str, AccountState]
-
-
-@contextmanager
-def open_events(path: str | Path) -> Iterator[tuple[IO[bytes], Callable[[], int] | None]]:
-    """(a binary line source, a function giving how many input bytes were read — None for a
-    pipe, which cannot tell). gzip is detected by its magic bytes, not the file name. Every
-    file opened here is closed on exit."""
-    if str(path) == "-":
-        yield sys.stdin.buffer, None
-        return
-    with open(path, "rb") as raw:
-        position = raw.tell
-        if raw.peek(2)[:2] == b"\x1f\x8b":
-            with gzip.GzipFile(fileobj=raw) as unzipped:
-                yield unzipped, position  # type: ignore[misc]
-        else:
-            yield raw, position
-
-
-def history_lines(
-    paths: Iterable[str | Path], progress: Callable[[int], None] | None = None
-) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of every non-blank line of the files, numbered across them;
-    `progress(bytes_read)` every few thousand lines (not for a pipe)."""
-    n = 0
-    for path in paths:
-        with open_events(path) as (src, position):
-            for line in src:
-                n += 1
-                if not line.strip():
-                    continue
-                yield n, line
-                if progress is not None and position is not None and n % 8192 == 0:
-                    progress(position())
 
 
 @dataclass
@@ -197,12 +158,20 @@ class Backtest:
         self.sink = sink
         self.on_reject = on_reject
         self.summary = SummaryBuilder(conversion_event=conversion_event)
+        # A shard's part (`streams.backtest.shards`): the accounts it owns (None: every one),
+        # whether it reports what every shard sees alike, and where it is in the emission order.
+        self.owns: Callable[[str], bool] | None = None
+        self.shared_effects = True
+        self.tick = 0  # blocks so far: a rejected line, an event's deliveries, an advance, ...
+        self.sub: tuple[Any, ...] = ()  # the position inside the block
 
     # -- input ----------------------------------------------------------------------------
     def feed_line(self, raw: bytes, line_no: int = 0) -> None:
         self.summary.events_read += 1
         parsed = parse_event(raw, self.received_by_ms)
         if isinstance(parsed, Reject):
+            self.tick += 1
+            self.sub = ()
             self._reject(line_no, parsed)
             return
         if parsed.adjusted is not None:
@@ -229,11 +198,16 @@ class Backtest:
         """Route and apply one event now, whatever its order (`feed_event` orders them)."""
         if ev.ts >= self._next_change:
             self._switch_until(ev.ts)
+        self.tick += 1
         deliveries, reject = self.router.route(ev)
         if reject is not None:
+            self.sub = (-1,)
             self._reject(line_no, reject)
-        for account, delivered in deliveries:
-            self._apply(account, delivered, line_no)
+        owns = self.owns
+        for i, (account, delivered) in enumerate(deliveries):
+            if owns is None or owns(account):
+                self.sub = (i,)
+                self._apply(account, delivered, line_no)
         if self._backfills:
             self._backfill(ev)
         if ev.ts > self.watermark:
@@ -245,7 +219,7 @@ class Backtest:
             self.summary.duplicates += 1
             return
         if outcome.reject is not None:
-            self._reject(line_no, outcome.reject)
+            self._reject(line_no, outcome.reject, applied=True)
             return
         state = outcome.state
         self.states[account] = state
@@ -264,15 +238,19 @@ class Backtest:
                 continue
             deliveries, _ = bf.router.route(ev)
             for account, delivered in deliveries:
+                if self.owns is not None and not self.owns(account):
+                    continue
                 bf.states[account] = bf.scorer.absorb(bf.states.get(account), delivered)
 
     def advance_watermark(self, until: int) -> None:
         """Advance every account with an expiry due at or before `until`."""
         if until > self.watermark:
             self.watermark = until
+        self.tick += 1
         if not self.timers.has_due(until):
             return
-        for account in self.timers.pop_due(until):
+        for expiry, account in self.timers.pop_due_items(until):
+            self.sub = (expiry, account)
             state = self.states[account]
             self._emit(self.scorer.advance(account, state, until))
             if self.scorer.shadow_out:
@@ -318,7 +296,9 @@ class Backtest:
             return
         old, new = self.scorer, self._scorer(sw.model, at)
         new.shadows = [s for s in old.shadows if s.model.version > sw.model.version]
+        self.tick += 1
         for account in sorted(self.states):
+            self.sub = (account,)
             state = self.states[account]
             self._emit(switch_account(old, new, account, state, at))
             if old.shadow_out:
@@ -335,7 +315,9 @@ class Backtest:
         if bf.from_ms is not None:
             new.backfilled(bf.from_ms, partial_windows(sw.model, bf.carry))
         self.backfilled[sw.model.version] = bf
+        self.tick += 1
         for account in sorted(self.states.keys() | bf.states.keys()):
+            self.sub = (account,)
             state, transitions = switch_backfilled(
                 old, new, bf.carry, account, self.states.get(account), bf.states.get(account), at
             )
@@ -353,7 +335,9 @@ class Backtest:
         self.advance_watermark(at)
         live, shadow = self.scorer, self._scorer(sh.model, at)
         self.shadow_transitions.setdefault(sh.model.version, 0)
+        self.tick += 1
         for account in sorted(self.states):
+            self.sub = (account,)
             state = self.states[account]
             transitions, started = start_shadow(live, shadow, account, state, at)
             self._emit(transitions)
@@ -378,8 +362,15 @@ class Backtest:
             if self.shadow_sink is not None:
                 self.shadow_sink(t)
 
-    def _reject(self, line_no: int, reject: Reject) -> None:
-        self.summary.rejected[reject.reason.value] += 1
+    def _reject(self, line_no: int, reject: Reject, applied: bool = False) -> None:
+        """`applied`: refused by the account's scoring (a shard's own), not by parsing or
+        routing (every shard sees those alike; only one reports them)."""
+        if applied:
+            self.summary.rejected_applied[reject.reason.value] += 1
+        elif not self.shared_effects:
+            return
+        else:
+            self.summary.rejected[reject.reason.value] += 1
         if self.on_reject is not None:
             self.on_reject(RejectedLine(line_no, reject.reason.value, reject.detail))
 
@@ -388,71 +379,3 @@ def _occurred_ms(t: dict[str, Any]) -> int:
     ms = iso_to_epoch_ms(t["occurred_at"])
     assert ms is not None
     return ms
-
-
-def run_backtest(
-    model: Model,
-    paths: list[str | Path],
-    sink: TransitionSink | None = None,
-    conversion_event: str | None = None,
-    until: int | None = None,
-    progress: Callable[[int], None] | None = None,
-    max_disorder_ms: int = DEFAULT_MAX_DISORDER_MS,
-    received_by_ms: float | Literal["now"] | None = "now",
-    switches: Sequence[ModelSwitch] = (),
-    shadows: Sequence[ShadowStart] = (),
-    shadow_sink: TransitionSink | None = None,
-    backfill_from_ms: int | None = None,
-    signup_event: str | None = None,
-    revenue_property: str | None = None,
-) -> dict[str, Any]:
-    """Replay files through the core; return the summary. `progress(bytes_read)` is called
-    every few thousand lines. `signup_event`, `revenue_property`: the funnel's
-    (`streams.backtest.funnel`)."""
-    bt = Backtest(
-        model,
-        sink=sink,
-        conversion_event=conversion_event,
-        max_disorder_ms=max_disorder_ms,
-        received_by_ms=received_by_ms,
-        switches=switches,
-        shadows=shadows,
-        shadow_sink=shadow_sink,
-        backfill_from_ms=backfill_from_ms,
-    )
-    bt.summary.signup_event = signup_event
-    bt.summary.revenue_property = revenue_property
-    started = time.perf_counter()
-    for n, line in history_lines(paths, progress):
-        bt.feed_line(line, n)
-    bt.finish(until)
-    summary = bt.summary.build(time.perf_counter() - started, (s.score for s in bt.states.values()))
-    if switches:
-        summary["switches"] = [_switch_summary(bt, sw) for sw in bt.switched]
-    if shadows:
-        summary["shadows"] = [
-            {
-                "at": iso_ms(sh.at_ms),
-                "model": sh.model.name,
-                "version": sh.model.version,
-                "transitions": bt.shadow_transitions.get(sh.model.version, 0),
-            }
-            for sh in bt.shadows_started
-        ]
-    return summary
-
-
-def _switch_summary(bt: Backtest, sw: ModelSwitch) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "at": iso_ms(sw.at_ms),
-        "model": sw.model.name,
-        "version": sw.model.version,
-    }
-    bf = bt.backfilled.get(sw.model.version)
-    if bf is not None:
-        out["backfill"] = {
-            "changes": bf.changes,
-            "signals": [name for name, _ in partial_windows(sw.model, bf.carry)],
-            "from": None if bf.from_ms is None else iso_ms(bf.from_ms),
-        }
-    return out

@@ -37,7 +37,8 @@ class SummaryBuilder:
     pql_now: set[str] = field(default_factory=set)
     kinds: Counter[str] = field(default_factory=Counter)
     segments_entered: Counter[str] = field(default_factory=Counter)
-    rejected: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)  # by parsing or routing
+    rejected_applied: Counter[str] = field(default_factory=Counter)  # by an account's scoring
     events_read: int = 0
     events_applied: int = 0
     late_applied: int = 0
@@ -92,6 +93,32 @@ class SummaryBuilder:
             days = self.segment_days.setdefault(t["segment"], Counter())
             days[day_of(occurred_at_ms)] += 1 if kind == "segment_entered" else -1
 
+    def merge(self, other: SummaryBuilder) -> None:
+        """Add a shard's figures (`streams.backtest.shards`): its accounts are its own, its
+        counters add up (a shard reports lines read, parse and routing rejects only once)."""
+        self.first_seen.update(other.first_seen)
+        self.first_pql.update(other.first_pql)
+        self.converted.update(other.converted)
+        self.entered.update(other.entered)
+        self.revenue.update(other.revenue)
+        self.pql_now |= other.pql_now
+        for total, part in (
+            (self.kinds, other.kinds),
+            (self.segments_entered, other.segments_entered),
+            (self.rejected, other.rejected),
+            (self.rejected_applied, other.rejected_applied),
+            (self.adjusted, other.adjusted),
+            (self.qualify_rules, other.qualify_rules),
+        ):
+            total.update(part)
+        for segment, days in other.segment_days.items():
+            self.segment_days.setdefault(segment, Counter()).update(days)
+        self.events_read += other.events_read
+        self.events_applied += other.events_applied
+        self.late_applied += other.late_applied
+        self.duplicates += other.duplicates
+        self.out_of_order += other.out_of_order
+
     def build(self, elapsed_s: float | None = None, scores: Iterable[float] = ()) -> dict[str, Any]:
         """`scores`: every account's score at the end (the funnel's score distribution)."""
         accounts = len(self.first_seen)
@@ -102,7 +129,7 @@ class SummaryBuilder:
         out: dict[str, Any] = {
             "events_read": self.events_read,
             "events_applied": self.events_applied,
-            "events_rejected": dict(sorted(self.rejected.items())),
+            "events_rejected": dict(sorted((self.rejected + self.rejected_applied).items())),
             "late_events_applied": self.late_applied,
             "duplicates_skipped": self.duplicates,
             "events_out_of_order": self.out_of_order,

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams.backtest.runner import Backtest, history_lines
+from streams.backtest.replay import history_lines
+from streams.backtest.runner import Backtest
 from streams.model.spec import Model, Rule, WhenRule
 from streams.scoring.backfill import check_backfill
 from streams.scoring.switch import IncompatibleModel, signal_changes

@@ -38,13 +38,18 @@ class ExpiryIndex:
     def pop_due(self, until: int) -> list[str]:
         """Accounts whose next expiry is at or before `until`, earliest first; they are removed
         (re-`schedule` them after advancing)."""
-        out: list[str] = []
+        return [account for _, account in self.pop_due_items(until)]
+
+    def pop_due_items(self, until: int) -> list[tuple[int, str]]:
+        """`pop_due` with each account's expiry: (expiry, account), in that order."""
+        out: list[tuple[int, str]] = []
         heap = self._heap
         while heap and heap[0][0] <= until:
-            expiry, account = heapq.heappop(heap)
+            item = heapq.heappop(heap)
+            expiry, account = item
             if self._due_at.get(account) == expiry:
                 del self._due_at[account]
-                out.append(account)
+                out.append(item)
         return out
 
     def __len__(self) -> int:

@@ -72,9 +72,7 @@ def _skewed(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     return out, account
 
 
-def _run(
-    ws: Workers, tag: str, produced: list[dict[str, Any]]
-) -> tuple[WorkerProc, TopicReader]:
+def _run(ws: Workers, tag: str, produced: list[dict[str, Any]]) -> tuple[WorkerProc, TopicReader]:
     """A worker fed `produced`, keyed by userId, once it is ready; back when all is read."""
     names = WorkerNames.unique(tag)
     names.create_topics(ws.bootstrap)

@@ -24,7 +24,7 @@ MODEL = EXAMPLES / "team-chat.yaml"
 
 
 def test_worker_funnel_metrics(broker: Any, workers: Workers, tmp_path: Path) -> None:  # noqa: F811
-    from streams.backtest.runner import run_backtest
+    from streams.backtest.replay import run_backtest
     from streams.model.loader import load_model
 
     events, converters = history(tmp_path)

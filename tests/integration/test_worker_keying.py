@@ -327,7 +327,5 @@ def test_crash_mid_catch_up_then_a_second_worker_joins(
         got, expected
     )
     assert_duplicates_identical(got)
-    late = sum(
-        sum(metric_samples(w.metrics(), "pql_late_events_total").values()) for w in (w1, w2)
-    )
+    late = sum(sum(metric_samples(w.metrics(), "pql_late_events_total").values()) for w in (w1, w2))
     assert late == 0, f"late events: {late}"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from streams.backtest.runner import run_backtest
+from streams.backtest.replay import run_backtest
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.model.loader import load_model
 from tests.unit.scoring.util import brief, validate

@@ -46,7 +46,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from streams.app.ingest.config import partition_of
-from streams.backtest.runner import history_lines
+from streams.backtest.replay import history_lines
 from streams.events.order import HoldBuffer, order_key
 from streams.events.parse import parse_event
 from streams.events.resolver import user_trait_keys

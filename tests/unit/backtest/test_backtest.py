@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from streams.backtest.runner import Backtest, RejectedLine, run_backtest
+from streams.backtest.replay import run_backtest
+from streams.backtest.runner import Backtest, RejectedLine
 from streams.cli import main
 from tests.unit.scoring.util import HOUR, MIN, T0, iso, model, track, validate
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from streams.backtest.runner import run_backtest
+from streams.backtest.replay import run_backtest
 from streams.cli import main
 from streams.model.loader import load_model
 from tests.unit.backtest import test_report

@@ -59,7 +59,7 @@ def test_gzip_input_closes_its_file(tmp_path: Path) -> None:
     code = (
         "import gc\n"
         "from streams.model.loader import load_model\n"
-        "from streams.backtest.runner import run_backtest\n"
+        "from streams.backtest.replay import run_backtest\n"
         f"run_backtest(load_model({str(tmp_path / 'm.yaml')!r}), [{str(path)!r}])\n"
         "gc.collect()\n"
     )

@@ -55,9 +55,7 @@ def test_decay_alone_disqualifies_at_a_bucket_boundary() -> None:
     for i in range(5):
         out += h.send(track("Message Sent", T0 + 10 * HOUR + i))
     assert [t["kind"] for t in out] == ["qualified"]  # 40 points at the 4th message
-    assert "4 × Message Sent in the last 30 days, with a half-life of 2 days" in (
-        out[0]["summary"]
-    )
+    assert "4 × Message Sent in the last 30 days, with a half-life of 2 days" in (out[0]["summary"])
     # 5 messages: 50 points; a day later 3.536 (30 points: `per` counts whole messages), two
     # days 2.5 (20, not below the exit), three 1.768 (10).
     assert h.advance("acme", T0 + 3 * DAY - 1) == []
