@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: venv tools test test-unit test-integration demo bench lint clean
+.PHONY: venv native tools test test-unit test-integration demo bench lint clean
 
 $(STAMP): pyproject.toml requirements-tools.txt tests/deploy/requirements-checkov.txt scripts/deploy-tools-venv.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,25 +19,30 @@ $(STAMP): pyproject.toml requirements-tools.txt tests/deploy/requirements-checko
 
 venv: $(STAMP)
 
+# The compiled core (mypyc, `streams.native`): rebuilt when the sources changed; if it cannot be
+# built pql says so and runs pure Python.
+native: venv
+	$(BIN)/python -m streams.native build
+
 # Debian tools the tests call for real (promtool from `prometheus`); installed only if missing.
 # Then the real Kafka broker's jars (Maven Central, cached in ~/.cache/pql-streams and ~/.m2).
 tools: venv
 	scripts/ensure-debian-tools.sh
 	$(BIN)/python -m streams.broker.kafka
 
-test: venv tools
+test: venv tools native
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: venv tools
+test-integration: venv tools native
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-demo: venv
+demo: venv native
 	$(BIN)/python -m streams.io.demo
 
-bench: venv
+bench: venv native
 	$(BIN)/python -m bench.run $(ARGS)
 
 lint: venv

@@ -9,6 +9,10 @@ transitions written) R times (default 3) and prints one JSON object: the median 
 events/s, where events/s = lines read / wall seconds of the replay, as the report's
 `events_per_second`. The machine it runs on matters: note its load when quoting a number.
 
+`--jobs N`: sharded over N processes (`pql backtest --jobs`). The engine is `streams.native`'s
+choice (PQL_ENGINE=python|compiled|auto) and is printed with the result. Transitions go to a
+sink that drops them (so a sharded run pays for merging them, as `--out` would).
+
 `--shadows K`: K shadow models run beside the live one from the start (`pql backtest --shadow`;
 the same signals, each a later version with its qualify bar 10 points lower than the last):
 what shadows cost the core.
@@ -30,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from streams import native  # noqa: E402
 from streams.backtest.replay import run_backtest  # noqa: E402
 from streams.gc_tuning import tune_gc  # noqa: E402
 from streams.model.loader import load_model, parse_model  # noqa: E402
@@ -77,6 +82,7 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "examples" / "team-chat.yaml"))
     ap.add_argument("--file", default=None)
     ap.add_argument("--shadows", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1, help="processes (pql backtest --jobs)")
     args = ap.parse_args()
     path = Path(args.file) if args.file else events_file(args.events)
     model = load_model(args.model)
@@ -86,7 +92,9 @@ def main() -> None:
     lines = 0
     for _ in range(args.runs):
         started = time.perf_counter()
-        summary = run_backtest(model, [path], shadows=shadows, shadow_sink=_drop)
+        summary = run_backtest(
+            model, [path], sink=_drop, shadows=shadows, shadow_sink=_drop, jobs=args.jobs
+        )
         elapsed = time.perf_counter() - started
         lines = summary["events_read"]
         rates.append(lines / elapsed)
@@ -96,6 +104,9 @@ def main() -> None:
                 "file": str(path),
                 "model": args.model,
                 "events": lines,
+                "events_applied": summary["events_applied"],
+                "engine": native.ENGINE,
+                "jobs": args.jobs,
                 "runs": len(rates),
                 "shadows": args.shadows,
                 "median_events_per_second": round(statistics.median(rates)),

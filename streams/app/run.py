@@ -10,6 +10,7 @@ from pathlib import Path
 
 import faust
 
+from streams import native
 from streams.app.lifecycle.control import ModelControl
 from streams.app.logs import limit_repeats
 from streams.app.settings import Settings
@@ -60,6 +61,7 @@ def run_worker(settings: Settings) -> int:
     )
     _use_uvloop()
     limit_repeats()
+    log.info("core: %s", native.ENGINE)
     embedded = settings.embedded
     security = settings.security or None
     # Wait for the broker before anything else: a worker started before it (or while it

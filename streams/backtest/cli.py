@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from streams import native
 from streams.backtest.replay import run_backtest
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.gc_tuning import tune_gc
@@ -147,6 +148,8 @@ def backtest(
 ) -> None:
     """Replay EVENTS (JSONL, optionally gzipped; - for stdin) through MODEL offline."""
     console = Console(stderr=True)
+    if native.ENGINE.startswith("python (no compiled"):
+        console.print(f"[dim]core: {native.ENGINE}[/]")
     model = load_model_or_exit(model_path)
     switches = _parse_switches(model, switch_specs)
     shadows = _parse_shadows(model, switches, shadow_specs)

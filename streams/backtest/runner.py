@@ -38,6 +38,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mypy_extensions import mypyc_attr
+
 from streams.backtest.summary import SummaryBuilder
 from streams.events.order import HoldBuffer, order_key
 from streams.events.parse import parse_event
@@ -83,6 +85,7 @@ class RejectedLine:
     detail: str
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # `streams.backtest.fit` observes through one
 class Backtest:
     """Feed raw lines in order; collect transitions through `sink`."""
 

@@ -63,11 +63,13 @@ CORRECTED = "corrected"
 CLAMPED = "clamped"
 
 
-def parse_event(raw: bytes | str, now_ms: float | None = None) -> Event | Reject:
-    """Parse one raw message (Kafka value, file line). Returns a `Reject` instead of raising.
-    `now_ms`: the wall clock, live only (see the module docstring on clock skew)."""
+def parse_event(raw: object, now_ms: float | None = None) -> Event | Reject:
+    """Parse one raw message (Kafka value, file line: bytes or str). Returns a `Reject` instead
+    of raising, whatever `raw` is (a tombstone's None included). `now_ms`: the wall clock, live
+    only (see the module docstring on clock skew). Annotations here are checked at run time in
+    the compiled core (`streams.native`): what comes from outside is typed `object`."""
     try:
-        obj = _loads(raw)
+        obj = _loads(raw)  # type: ignore[arg-type]  # what is not bytes or text raises
     except Exception as exc:  # orjson.JSONDecodeError, or TypeError for a non-bytes input
         return Reject(RejectReason.INVALID_JSON, f"not valid JSON: {exc}")
     if type(raw) is bytes:  # the common case: `event_from_obj(obj, raw)` without its call
@@ -80,7 +82,9 @@ def parse_event(raw: bytes | str, now_ms: float | None = None) -> Event | Reject
             raw = raw.encode()
         except Exception as exc:  # pragma: no cover - orjson already refused lone surrogates
             return Reject(RejectReason.INVALID_JSON, f"not valid UTF-8 text: {exc}")
-    return event_from_obj(obj, raw if isinstance(raw, bytes) else bytes(raw), now_ms)
+    if not isinstance(raw, bytes):  # pragma: no cover - orjson takes only bytes-likes and str
+        return Reject(RejectReason.INVALID_JSON, f"not bytes or text: {_describe(raw)}")
+    return event_from_obj(obj, raw, now_ms)
 
 
 def event_from_obj(
@@ -169,9 +173,10 @@ def _from_obj(obj: object, raw: bytes | None, now_ms: float | None = None) -> Ev
         if view_name is not None:
             name = view_name
         else:
-            name = obj.get("event")
-            if name is not None and not isinstance(name, str):
-                return _wrong_type("$.event", "a non-empty string (the event name)", name)
+            event_raw = obj.get("event")
+            if event_raw is not None and not isinstance(event_raw, str):
+                return _wrong_type("$.event", "a non-empty string (the event name)", event_raw)
+            name = event_raw
             if not name:
                 return Reject(
                     RejectReason.MISSING_EVENT_NAME,
@@ -179,9 +184,10 @@ def _from_obj(obj: object, raw: bytes | None, now_ms: float | None = None) -> Ev
                     "$.event",
                 )
     elif etype is _GROUP:
-        group_id = obj.get("groupId")
-        if group_id is not None and not isinstance(group_id, str):
-            return _wrong_type("$.groupId", "a non-empty string (the account id)", group_id)
+        group_raw = obj.get("groupId")
+        if group_raw is not None and not isinstance(group_raw, str):
+            return _wrong_type("$.groupId", "a non-empty string (the account id)", group_raw)
+        group_id = group_raw
         if not group_id:
             return Reject(
                 RejectReason.MISSING_ACCOUNT,

@@ -702,7 +702,7 @@ def compile_ast(node: Node) -> Compiled:
     return _compile(node)[0]
 
 
-def parse_expr(text: str) -> Expr:
+def parse_expr(text: object) -> Expr:
     """Parse and compile `text`; raises ExprSyntaxError with the 1-based column of the problem."""
     if not isinstance(text, str):
         raise ExprSyntaxError(f"expected an expression string, got {type(text).__name__}", 1)

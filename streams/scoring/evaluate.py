@@ -70,7 +70,7 @@ def _points_fn(rule: Rule) -> PointsFn:
 def _total(points: Iterable[Number]) -> Number:
     """The score: the rules' points added in rule order (not `sum`, whose float rounding may
     differ), integral floats as integers."""
-    total: float = 0
+    total: Number = 0
     for pts in points:
         total += pts
     return _num(total)
