@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import orjson
 
+from streams.events.timestamps import iso_to_epoch_ms
 from streams.io.kafka_config import consumer_config, producer_config
 from streams.notify.dedupe import Seen, decode_transition, read_back
 from streams.notify.messages import slack_message, webhook_headers
@@ -80,12 +81,9 @@ class Attempt:
 
 
 def _epoch(iso: Any) -> float | None:
-    if not isinstance(iso, str):
-        return None
-    try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    """Epoch seconds of a transition's ISO instant (None: not one), as the core parses it."""
+    ms = iso_to_epoch_ms(iso) if isinstance(iso, str) else None
+    return None if ms is None else ms / 1000
 
 
 class DestinationWorker(threading.Thread):
