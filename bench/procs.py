@@ -107,6 +107,10 @@ class Worker:
         """VmHWM of the worker and every descendant (KiB)."""
         return sum(_vmhwm(pid) for pid in [self.pid, *descendants(self.pid)])
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds so far of the worker and every live descendant."""
+        return sum(cpu_seconds(pid) for pid in [self.pid, *descendants(self.pid)])
+
     def stop(self, grace: float = STOP_GRACE_S) -> float:
         """SIGTERM the group; wait; SIGKILL. Returns seconds it took."""
         t0 = time.monotonic()
@@ -185,6 +189,15 @@ def _vmhwm(pid: int) -> int:
         return 0
     m = re.search(r"^VmHWM:\s+(\d+) kB", text, re.M)
     return int(m.group(1)) if m else 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc; 0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(pid: int) -> list[int]:

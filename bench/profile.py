@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.procs import Worker, descendants, stop_all
+from bench.procs import Worker, cpu_seconds, descendants, stop_all
 from bench.run import MODEL, PARTITIONS, metric_sum, say
 from bench.workload import events_file
 from streams.broker.embedded import EmbeddedBroker, free_port
@@ -32,12 +31,6 @@ def _py_spy() -> str:
     if not Path(exe).exists():
         raise SystemExit("py-spy is not installed: run `.venv/bin/pip install py-spy` and retry")
     return exe
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def summarize(folded: Path, top: int) -> str:

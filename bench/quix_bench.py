@@ -115,6 +115,16 @@ class QuixJob(Worker):
                 self.done = rec
             self.processed = int(rec.get("processed", self.processed))
 
+    cpu_first: tuple[int, float] | None = None  # (processed, CPU seconds) at the first report
+    cpu_last: tuple[int, float] | None = None
+
+    def events_per_cpu_second(self) -> int | None:
+        if self.cpu_first is None or self.cpu_last is None:
+            return None
+        events = self.cpu_last[0] - self.cpu_first[0]
+        cpu = self.cpu_last[1] - self.cpu_first[1]
+        return round(events / cpu) if events > 0 and cpu > 0 else None
+
     def wait_done(self, timeout: float) -> dict[str, Any]:
         """The job's last line, once it exited; raises BenchError if it failed or stalled."""
         assert self.proc is not None
@@ -126,6 +136,11 @@ class QuixJob(Worker):
             self.peak_kib = max(self.peak_kib, self.peak_rss_kib())
             if self.processed != seen:
                 seen, t_change = self.processed, now
+                # CPU between its first and last progress reports (per CPU second figures).
+                cpu = self.cpu_seconds()
+                if self.cpu_first is None and seen > 0:
+                    self.cpu_first = (seen, cpu)
+                self.cpu_last = (seen, cpu)
             if now - t_change > STALL_S or now > deadline:
                 raise BenchError(f"{self.name}: stuck at {seen:,} events:\n{tail(self.log_path)}")
             if now >= next_say:
@@ -177,6 +192,7 @@ def run_job(
         "events_per_second_with_final_checkpoint": round(d["processed"] / whole),
         "start_to_first_event_s": round(first - job.started_at, 2),
         "transitions": d["transitions"],
+        "events_per_cpu_second": job.events_per_cpu_second(),
         "peak_rss_mib": round(job.peak_kib / 1024, 1),
         "state_dir_bytes": _du(state_dir),
     }

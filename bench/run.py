@@ -78,6 +78,7 @@ class Run:
     last: float
     ingested: float | None
     processed: float
+    cpu_seconds: float  # of the workers and their children, first consumed to last processed
 
 
 class Bench:
@@ -123,6 +124,8 @@ class Bench:
             "events": n,
             "seconds": round(elapsed, 2),
             "events_per_second": round(n / elapsed),
+            "cpu_seconds": round(run.cpu_seconds, 2),
+            "events_per_cpu_second": round(n / run.cpu_seconds),
             "ingest_seconds": round((t_ingested or t_change) - t_first, 2),
             "deliveries_processed": int(last_processed),
             "deliveries_expected": expected,
@@ -152,6 +155,7 @@ class Bench:
         group's lag is 0 and processed reached `expected` and stayed there SETTLE_S."""
         t_first: float | None = None
         t_ingested: float | None = None
+        cpu_first = cpu_last = 0.0
         last_processed = -1.0
         t_change = time.monotonic()
         next_lag = 0.0
@@ -168,10 +172,12 @@ class Bench:
             processed = sum(metric_sum(m, "pql_events_processed_total") for m in ms)
             if t_first is None and consumed > 0:
                 t_first = now
+                cpu_first = sum(w.cpu_seconds() for w in ws)
             if t_ingested is None and consumed >= n:
                 t_ingested = now
             if processed != last_processed:
                 last_processed, t_change = processed, now
+                cpu_last = sum(w.cpu_seconds() for w in ws)
             if consumed >= n and not lag_zero and now >= next_lag:
                 next_lag = now + 1.0
                 rows = consumer_group_lag(self.bootstrap, app_id, [input_topic])
@@ -194,7 +200,14 @@ class Bench:
             time.sleep(0.1)
         assert t_first is not None
         # t_first/t_change are poll instants (0.1 s + scrape time): bounds within ~0.2 s.
-        return Run(max(t_change - t_first, 1e-6), t_first, t_change, t_ingested, last_processed)
+        return Run(
+            max(t_change - t_first, 1e-6),
+            t_first,
+            t_change,
+            t_ingested,
+            last_processed,
+            max(cpu_last - cpu_first, 1e-6),
+        )
 
     # 1b. scaling: several workers sharing the partitions -------------------------------------
     def scaling(self, input_topic: str, n: int, expected: int, count: int) -> dict[str, Any]:
@@ -633,6 +646,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bases.append(b.baseline(topic, n))
         result["throughput"] = {"reps": tps}
         result["baseline"] = {"reps": bases}
+        if args.quix:  # the reference job, same topic, same run (its own consumer group)
+            from bench import quix_bench
+
+            python = quix_bench.quix_python()
+            result["quix"] = {
+                "reps": [
+                    quix_bench.run_job(python, b.bootstrap, topic, n, b.run_id, rep, workdir)
+                    for rep in range(1, args.reps + 1)
+                ]
+            }
         if args.scale_workers > 1:
             result["scaling"] = b.scaling(topic, n, expected, args.scale_workers)
         if keep is not None:
@@ -677,6 +700,9 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     lat = r["latency"]["reps"]
     s: dict[str, Any] = {
         "worker_events_per_second": tp,
+        "worker_events_per_cpu_second": median(
+            [x["events_per_cpu_second"] for x in r["throughput"]["reps"]]
+        ),
         "baseline_events_per_second": base,
         "worker_over_baseline": round(tp / base, 3) if tp and base else None,
         "peak_rss_mib": max(x["peak_rss_mib"] for x in r["throughput"]["reps"] + lat),
@@ -703,6 +729,10 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         s["recovery_scale_s"] = r["recovery_at_scale"]["ready_s"]
         s["recovery_scale_accounts"] = r["recovery_at_scale"]["accounts"]
         s["recovery_scale_peak_rss_mib"] = r["recovery_at_scale"]["peak_rss_mib"]
+    if "quix" in r:
+        s["quix_events_per_second"] = median([x["events_per_second"] for x in r["quix"]["reps"]])
+        cpu = [x["events_per_cpu_second"] for x in r["quix"]["reps"] if x["events_per_cpu_second"]]
+        s["quix_events_per_cpu_second"] = median(cpu)
     if "backtest" in r:
         s["backtest_events_per_second"] = r["backtest"]["median_events_per_second"]
         s["backtest_runs"] = [
@@ -746,8 +776,29 @@ def table(r: dict[str, Any]) -> str:
             f(s["baseline_events_per_second"], " ev/s"),
             f"median of {reps}: {', '.join(f'{x:,}' for x in base)}",
         ),
-        ("worker / baseline", f(s["worker_over_baseline"]), "stretch target >= 0.6"),
+        ("worker / baseline", f(s["worker_over_baseline"]), "target >= 0.3, stretch >= 0.6"),
+        (
+            "worker per CPU second",
+            f(s["worker_events_per_cpu_second"], " ev/cpu-s"),
+            "worker + ingest process CPU, first consumed to last processed",
+        ),
     ]
+    if "quix_events_per_second" in s:
+        qcpu = s["quix_events_per_cpu_second"]
+        ratio = s["worker_events_per_cpu_second"] / qcpu if qcpu else None
+        wall = s["worker_events_per_second"] / s["quix_events_per_second"]
+        rows += [
+            (
+                "Quix Streams job (same topic, same run)",
+                f(s["quix_events_per_second"], " ev/s"),
+                f"worker / Quix in wall time: {f(wall)}x",
+            ),
+            (
+                "Quix job per CPU second",
+                f(qcpu, " ev/cpu-s"),
+                f"worker / Quix per CPU second: {f(ratio)}x (target >= 1)",
+            ),
+        ]
     if "scaling_workers" in s:
         rows.append(
             (
@@ -865,6 +916,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--skip-recovery", action="store_true")
     ap.add_argument("--skip-backtest", action="store_true")
+    ap.add_argument(
+        "--quix",
+        action="store_true",
+        help="also run the Quix Streams reference job (bench/quix_job.py) on the same topic, "
+        "for wall time and events per CPU second side by side (creates .venv/bench-quix once)",
+    )
     a = ap.parse_args(argv)
     a.events = a.events or (200_000 if a.quick else 1_000_000)
     a.reps = a.reps or (1 if a.quick else 3)
