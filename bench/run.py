@@ -628,6 +628,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         b = Bench(args, broker, workdir)
         topic = f"bench-{b.run_id}-events"
         say(f"preloading {n:,} events into {topic} ({PARTITIONS} partitions)")
+        if args.quix:  # Quix reads the topic's retention settings (the embedded broker has none)
+            from bench.quix_bench import UNLIMITED_RETENTION
+
+            ensure_topics(broker.bootstrap, [TopicSpec(topic, PARTITIONS, UNLIMITED_RETENTION)])
         stats = produce_file(broker.bootstrap, [path], topic, PARTITIONS)
         say(f"preloaded in {stats.elapsed:.1f} s ({stats.rate:,.0f}/s)")
         result["preload"] = {
