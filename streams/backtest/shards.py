@@ -86,16 +86,20 @@ def run_sharded(
                 time.sleep(0.1)
                 if progress is not None:
                     progress(read.value)
+                if any(p.exitcode for p in procs):
+                    break  # one failed: the others are stopped below
         finally:
             for p in procs:
                 if p.is_alive():
                     p.kill()
                 p.join()
-        for i, p in enumerate(procs):
-            if p.exitcode != 0:
-                error = work / f"error-{i}"
-                why = error.read_text() if error.exists() else f"exit code {p.exitcode}"
-                raise ShardFailed(f"shard {i} of {jobs} failed:\n{why}")
+        failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
+        if failed:
+            # The one that says why (the others may only have been stopped).
+            i = next((i for i in failed if (work / f"error-{i}").exists()), failed[0])
+            error = work / f"error-{i}"
+            why = error.read_text() if error.exists() else f"exit code {procs[i].exitcode}"
+            raise ShardFailed(f"shard {i} of {jobs} failed:\n{why}")
         results = [pickle.loads((work / f"result-{i}").read_bytes()) for i in range(jobs)]
         if sink is not None:
             _merge([work / f"t{i}" for i in range(jobs)], sink)

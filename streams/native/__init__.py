@@ -1,6 +1,6 @@
 """The compiled core: the hot modules of the functional core compiled with mypyc, from the very
 source the pure-Python engine runs, so there is one semantics (a differential test holds the
-two to the same transitions and state bytes: tests/unit/test_native.py).
+two to the same transitions and state bytes: tests/unit/native/test_differential.py).
 
     python -m streams.native build   # `make native`; part of `make test`, `make demo`, `make bench`
     python -m streams.native status  # which engine `pql` runs, and why
