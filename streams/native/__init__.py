@@ -125,8 +125,8 @@ def build(quiet: bool = False) -> Path | None:
     root = build_root()
     root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(dir=root, prefix="building-") as tmp:
-        work = Path(tmp)
+    work = Path(tempfile.mkdtemp(dir=root, prefix="building-"))
+    try:
         shutil.copytree(PACKAGE, work / "streams", ignore=_not_source)
         say(f"compiling {len(MODULES)} modules with mypyc (a minute or two)...")
         done = subprocess.run(
@@ -145,8 +145,9 @@ def build(quiet: bool = False) -> Path | None:
             c.unlink()
         (work / "READY").write_text(f"{time.time():.0f}\n")
         shutil.rmtree(target, ignore_errors=True)
-        work.rename(target)
-        os.makedirs(work)  # for TemporaryDirectory's clean-up
+        work.rename(target)  # whole or not at all: READY is inside
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # gone already when it became the build
     for old in root.iterdir():
         if old != target and old.is_dir() and not old.name.startswith("building-"):
             shutil.rmtree(old, ignore_errors=True)  # builds of older sources
