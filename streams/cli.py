@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "notify": "streams.notify.cli:notify",
     "fit": "streams.backtest.fit_cli:fit_command",
     "compare": "streams.backtest.compare_cli:compare",
+    "merge-shards": "streams.backtest.merge_cli:merge_shards_command",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import click
 import orjson
@@ -14,16 +14,21 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, 
 from rich.table import Table
 
 from streams import native
+from streams.backtest.cli_args import (
+    load_model_or_exit,
+    out_option,
+    parse_disorder,
+    parse_received_by,
+    parse_shadows,
+    parse_shard,
+    parse_switches,
+    parse_until,
+    report_option,
+    shadow_out_option,
+)
 from streams.backtest.replay import run_backtest
 from streams.events.timestamps import iso_to_epoch_ms
 from streams.gc_tuning import tune_gc
-from streams.model.durations import DurationError, parse_duration
-from streams.model.errors import ModelError
-from streams.model.loader import load_model
-from streams.model.spec import Model
-from streams.scoring.backfill import check_backfill
-from streams.scoring.shadow import ShadowStart, check_shadow
-from streams.scoring.switch import IncompatibleModel, ModelSwitch
 from streams.scoring.transitions import iso_ms
 
 
@@ -59,12 +64,8 @@ def funnel_options(command: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Path(dir_okay=False),
     help="Write a self-contained HTML report with charts (opens offline).",
 )
-@click.option(
-    "--out", "out_path", type=click.Path(dir_okay=False), help="Write transitions (JSONL)."
-)
-@click.option(
-    "--report", "report_path", type=click.Path(dir_okay=False), help="Write the summary (JSON)."
-)
+@out_option
+@report_option
 @click.option("--until", default=None, help="Advance time to this ISO instant at the end.")
 @click.option(
     "--max-disorder",
@@ -111,12 +112,7 @@ def funnel_options(command: Callable[..., Any]) -> Callable[..., Any]:
     "decisions; its transitions go to --shadow-out. A later --switch-model to the same file "
     "is its promotion. Repeatable.",
 )
-@click.option(
-    "--shadow-out",
-    "shadow_out_path",
-    type=click.Path(dir_okay=False),
-    help="Write the shadow models' transitions (JSONL).",
-)
+@shadow_out_option
 @click.option(
     "--jobs",
     type=click.IntRange(min=0),
@@ -125,6 +121,20 @@ def funnel_options(command: Callable[..., Any]) -> Callable[..., Any]:
     help="Shard the replay over this many processes by account (0: one per core). The output "
     "is the same: the same transitions in the same order, the same summary. Each process "
     "parses the whole input, so the gain is the scoring's share of the time.",
+)
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="Run only shard I of N (0-based), for a replay spread over machines: each reads the "
+    "whole input and writes its part to --shard-dir; `pql merge-shards DIR` puts the parts "
+    "together (the same output as one process).",
+)
+@click.option(
+    "--shard-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where --shard writes its part (shared storage, or copied to one place to merge).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def backtest(
@@ -144,6 +154,8 @@ def backtest(
     shadow_out_path: str | None,
     backfill_from: str | None,
     jobs: int,
+    shard: str | None,
+    shard_dir: str | None,
     quiet: bool,
 ) -> None:
     """Replay EVENTS (JSONL, optionally gzipped; - for stdin) through MODEL offline."""
@@ -151,8 +163,8 @@ def backtest(
     if native.ENGINE.startswith("python (no compiled"):
         console.print(f"[dim]core: {native.ENGINE}[/]")
     model = load_model_or_exit(model_path)
-    switches = _parse_switches(model, switch_specs)
-    shadows = _parse_shadows(model, switches, shadow_specs)
+    switches = parse_switches(model, switch_specs)
+    shadows = parse_shadows(model, switches, shadow_specs)
     if revenue_property and not conversion_event:
         raise click.BadParameter(
             "the revenue is a property of the conversion event: give --conversion-event too",
@@ -164,6 +176,7 @@ def backtest(
         if p != "-" and not os.path.exists(p):
             raise click.ClickException(f"no such events file: {p}")
     jobs = jobs or os.cpu_count() or 1
+    part = parse_shard(shard, shard_dir, jobs, (out_path, report_path, html_path, shadow_out_path))
     if jobs > 1 and "-" in events:
         raise click.BadParameter(
             "each process reads the input: give files, not - (or --jobs 1)", param_hint="--jobs"
@@ -176,7 +189,7 @@ def backtest(
             raise click.BadParameter(
                 f"not an ISO-8601 instant: {backfill_from!r}", param_hint="--backfill-from"
             )
-    disorder_ms = _parse_disorder(max_disorder)
+    disorder_ms = parse_disorder(max_disorder)
     received_by_ms = parse_received_by(received_by)
     out: IO[bytes] | None = open(out_path, "wb") if out_path else None  # noqa: SIM115
     shadow_out: IO[bytes] | None = (
@@ -212,11 +225,19 @@ def backtest(
                 signup_event=signup_event,
                 revenue_property=revenue_property,
                 jobs=jobs,
+                shard=part,
+                shard_dir=shard_dir,
             )
     finally:
         for f in (out, shadow_out):
             if f is not None:
                 f.close()
+    if part is not None:
+        console.print(
+            f"shard {part[0]} of {part[1]} written to {shard_dir}; once every shard ran: "
+            f"`pql merge-shards {shard_dir} --out T.jsonl --report R.json`"
+        )
+        return
     summary["model"] = {"name": model.name, "version": model.version}
     for sw in switches:
         if not any(done["at"] == iso_ms(sw.at_ms) for done in summary.get("switches", [])):
@@ -240,19 +261,6 @@ def backtest(
     _print_summary(Console(), summary, out_path, report_path)
 
 
-def load_model_or_exit(path: str) -> Model:
-    try:
-        return load_model(path)
-    except ModelError as exc:
-        issues = "\n".join(f"{path}:{issue}" for issue in exc.issues)
-        raise click.ClickException(
-            f"{path} is not a valid model:\n{issues}\nFix it, then check with "
-            f"`pql model check {path}`."
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise click.ClickException(f"cannot read the model {path}: {exc}") from exc
-
-
 def _jsonl_sink(out: IO[bytes] | None) -> Callable[[dict[str, Any]], None] | None:
     if out is None:
         return None
@@ -263,90 +271,6 @@ def _jsonl_sink(out: IO[bytes] | None) -> Callable[[dict[str, Any]], None] | Non
         write(dumps(t) + b"\n")
 
     return sink
-
-
-def _timed_models(specs: tuple[str, ...], option: str) -> list[tuple[int, Model]]:
-    """TIME=FILE specs -> (epoch ms, model), in time order."""
-    out = []
-    for spec in specs:
-        at_text, sep, path = spec.partition("=")
-        at = iso_to_epoch_ms(at_text.strip()) if sep else None
-        if at is None or not path:
-            raise click.BadParameter(
-                f"{spec!r}: expected TIME=FILE, an ISO-8601 instant, '=' and a model file "
-                "(e.g. 2026-03-01T00:00:00Z=model-v2.yaml)",
-                param_hint=option,
-            )
-        out.append((at, load_model_or_exit(path)))
-    out.sort(key=lambda x: x[0])
-    return out
-
-
-def _parse_shadows(
-    first: Model, switches: list[ModelSwitch], specs: tuple[str, ...]
-) -> list[ShadowStart]:
-    shadows = [ShadowStart(at, m) for at, m in _timed_models(specs, "--shadow")]
-    seen: set[int] = set()
-    for sh in shadows:
-        live = first
-        for sw in switches:
-            if sw.at_ms <= sh.at_ms:
-                live = sw.model
-        try:
-            if sh.model.version in seen:
-                raise IncompatibleModel("another --shadow has the same version: one per version")
-            check_shadow(live, sh.model)
-        except IncompatibleModel as exc:
-            raise click.ClickException(
-                f"cannot run {sh.model.source_path} as a shadow from {iso_ms(sh.at_ms)}: {exc}."
-            ) from exc
-        seen.add(sh.model.version)
-    return shadows
-
-
-def _parse_switches(first: Model, specs: tuple[str, ...]) -> list[ModelSwitch]:
-    switches = [ModelSwitch(at, m) for at, m in _timed_models(specs, "--switch-model")]
-    previous = first
-    for sw in switches:
-        try:
-            check_backfill(previous, sw.model)
-        except IncompatibleModel as exc:
-            raise click.ClickException(
-                f"cannot switch to {sw.model.source_path} at {iso_ms(sw.at_ms)}: {exc}."
-            ) from exc
-        previous = sw.model
-    return switches
-
-
-def parse_until(text: str | None) -> int | None:
-    if text is None:
-        return None
-    ms = iso_to_epoch_ms(text)
-    if ms is None:
-        raise click.BadParameter(f"not an ISO-8601 instant: {text!r}", param_hint="--until")
-    return ms
-
-
-def parse_received_by(text: str) -> float | Literal["now"] | None:
-    if text == "now":
-        return "now"
-    if text == "never":
-        return None
-    ms = iso_to_epoch_ms(text)
-    if ms is None:
-        raise click.BadParameter(
-            f"not an ISO-8601 instant, 'now' or 'never': {text!r}", param_hint="--received-by"
-        )
-    return float(ms)
-
-
-def _parse_disorder(text: str) -> int:
-    if text.strip() in ("0", "0s"):
-        return 0
-    try:
-        return parse_duration(text)
-    except DurationError as exc:
-        raise click.BadParameter(str(exc), param_hint="--max-disorder") from exc
 
 
 def _pct(x: float | None) -> str:

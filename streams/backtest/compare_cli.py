@@ -12,7 +12,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from streams.backtest.cli import funnel_options, load_model_or_exit
+from streams.backtest.cli import funnel_options
+from streams.backtest.cli_args import load_model_or_exit
 from streams.backtest.replay import run_backtest
 
 

@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from streams.backtest.cli import load_model_or_exit
+from streams.backtest.cli_args import load_model_or_exit
 from streams.model.durations import DurationError, parse_duration
 from streams.model.loader import check_model
 

@@ -128,12 +128,16 @@ def run_backtest(
     signup_event: str | None = None,
     revenue_property: str | None = None,
     jobs: int = 1,
+    shard: tuple[int, int] | None = None,
+    shard_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Replay files through the core; return the summary. `progress(bytes_read)` is called
     every few thousand lines. `signup_event`, `revenue_property`: the funnel's
     (`streams.backtest.funnel`). `jobs` > 1: sharded over that many processes by account,
     with the same transitions in the same order and the same summary
-    (`streams.backtest.shards`; the input must be files, not stdin)."""
+    (`streams.backtest.shards`; the input must be files, not stdin). `shard` (I, N): only
+    shard I of N, in this process, its part written to `shard_dir` for `merge_shards` (on
+    several machines: `pql backtest --shard`, then `pql merge-shards`)."""
     replay = Replay(
         model,
         list(paths),
@@ -147,6 +151,12 @@ def run_backtest(
         signup_event,
         revenue_property,
     )
+    if shard is not None:
+        from streams.backtest.shards import run_shard
+
+        assert shard_dir is not None, "a shard writes its part to shard_dir"
+        run_shard(replay, shard[0], shard[1], Path(shard_dir), progress)
+        return {"shard": shard[0], "of": shard[1], "dir": str(shard_dir)}
     if jobs > 1:
         from streams.backtest.shards import run_sharded
 

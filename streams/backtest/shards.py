@@ -29,7 +29,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import multiprocessing
-import pickle
 import tempfile
 import time
 import traceback
@@ -45,6 +44,9 @@ import orjson
 
 from streams.backtest.replay import Replay
 from streams.backtest.runner import Backtest, TransitionSink
+from streams.backtest.summary import SummaryBuilder
+
+_INT_KEYS = orjson.OPT_NON_STR_KEYS  # shadow versions
 
 
 class ShardFailed(RuntimeError):
@@ -72,8 +74,8 @@ def run_sharded(
         work = Path(tmp)
         procs = [
             ctx.Process(
-                target=_shard,
-                args=(replay, i, jobs, work, read, sink is not None, shadow_sink is not None),
+                target=_shard_process,
+                args=(replay, i, jobs, work, read),
                 name=f"pql-shard-{i}",
                 daemon=True,
             )
@@ -100,70 +102,114 @@ def run_sharded(
             error = work / f"error-{i}"
             why = error.read_text() if error.exists() else f"exit code {procs[i].exitcode}"
             raise ShardFailed(f"shard {i} of {jobs} failed:\n{why}")
-        results = [pickle.loads((work / f"result-{i}").read_bytes()) for i in range(jobs)]
-        if sink is not None:
-            _merge([work / f"t{i}" for i in range(jobs)], sink)
-        if shadow_sink is not None:
-            _merge([work / f"s{i}" for i in range(jobs)], shadow_sink)
-    builder = results[0]["summary"]
+        summary = merge_shards(work, jobs, sink, shadow_sink, lambda: time.perf_counter() - started)
+    return summary
+
+
+def run_shard(
+    replay: Replay,
+    index: int,
+    count: int,
+    work: Path,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Shard `index` of `count` of the replay, in this process: its tagged transitions to
+    `work`/t<index> (s<index>: the shadows'), the rest of its part to result-<index>.json.
+    `pql backtest --shard I/N` runs one on any machine; `merge_shards` puts them together."""
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / f"t{index}", "wb") as out, open(work / f"s{index}", "wb") as shadow_out:
+        bt = replay.backtest()
+        owned: dict[str, bool] = {}
+
+        def owns(account: str) -> bool:
+            mine = owned.get(account)
+            if mine is None:
+                mine = owned[account] = shard_of(account, count) == index
+            return mine
+
+        bt.owns = owns
+        bt.shared_effects = index == 0
+        bt.sink = _tagged(bt, out)
+        bt.shadow_sink = _tagged(bt, shadow_out)
+        replay.run(bt, progress)
+    summary = bt.summary
+    if index:  # shard 0 reports what every shard saw alike
+        summary.events_read = summary.out_of_order = 0
+        summary.adjusted = Counter()
+    result = {
+        "shard": index,
+        "of": count,
+        "model": {"name": replay.model.name, "version": replay.model.version},
+        "summary": summary.to_json(),
+        "scores": [s.score for s in bt.states.values()],
+        "shadow_transitions": bt.shadow_transitions,
+        "extras": replay.extras(bt) if index == 0 else {},
+    }
+    (work / f"result-{index}.json").write_bytes(orjson.dumps(result, option=_INT_KEYS))
+
+
+def merge_shards(
+    work: Path,
+    count: int,
+    sink: TransitionSink | None,
+    shadow_sink: TransitionSink | None,
+    elapsed_s: Callable[[], float] | None = None,
+) -> dict[str, Any]:
+    """The summary of the `count` shards' parts in `work`; their transitions, merged into the
+    single process's order, to the sinks. Raises ShardFailed when a part is missing or belongs
+    to another split."""
+    results: list[dict[str, Any]] = []
+    for i in range(count):
+        path = work / f"result-{i}.json"
+        if not path.exists():
+            raise ShardFailed(f"no result of shard {i} of {count} in {work}: run it first")
+        result = orjson.loads(path.read_bytes())
+        if result["of"] != count:
+            raise ShardFailed(
+                f"{path} is shard {result['shard']} of {result['of']}, not of {count}"
+            )
+        if results and result["model"] != results[0]["model"]:
+            raise ShardFailed(f"{path} replayed {result['model']}, shard 0 {results[0]['model']}")
+        results.append(result)
+    if sink is not None:
+        _merge([work / f"t{i}" for i in range(count)], sink)
+    if shadow_sink is not None:
+        _merge([work / f"s{i}" for i in range(count)], shadow_sink)
+    builder = SummaryBuilder.from_json(results[0]["summary"])
     for r in results[1:]:
-        builder.merge(r["summary"])
+        builder.merge(SummaryBuilder.from_json(r["summary"]))
     scores = itertools.chain.from_iterable(r["scores"] for r in results)
-    summary = builder.build(time.perf_counter() - started, scores)
+    summary = builder.build(elapsed_s() if elapsed_s is not None else None, scores)
     extras = results[0]["extras"]
     shadow_counts: Counter[int] = Counter()
     for r in results:
-        shadow_counts.update(r["shadow_transitions"])
+        shadow_counts.update({int(v): n for v, n in r["shadow_transitions"].items()})
     for entry in extras.get("shadows", ()):
         entry["transitions"] = shadow_counts[entry["version"]]
     summary.update(extras)
     return summary
 
 
-def _shard(
-    replay: Replay,
-    index: int,
-    count: int,
-    work: Path,
-    read: Synchronized[int],
-    keep: bool,
-    keep_shadow: bool,
+def shard_info(work: Path) -> tuple[int, dict[str, Any]]:
+    """How many shards the parts in `work` were split into, and the model (name, version)
+    they replayed: shard 0's part says."""
+    path = work / "result-0.json"
+    if not path.exists():
+        raise ShardFailed(f"no result of shard 0 in {work}: run `pql backtest --shard 0/N` first")
+    part = orjson.loads(path.read_bytes())
+    return int(part["of"]), dict(part["model"])
+
+
+def _shard_process(
+    replay: Replay, index: int, count: int, work: Path, read: Synchronized[int]
 ) -> None:
-    """One shard's replay (in its own process): tagged transitions to t<index> (s<index> for
-    the shadows'), the rest pickled to result-<index>."""
+    """`run_shard` in a forked process: its traceback to error-<index> if it fails."""
+
+    def progress(done: int) -> None:
+        read.value = done
+
     try:
-        with open(work / f"t{index}", "wb") as out, open(work / f"s{index}", "wb") as shadow_out:
-            bt = replay.backtest()
-            owned: dict[str, bool] = {}
-
-            def owns(account: str) -> bool:
-                mine = owned.get(account)
-                if mine is None:
-                    mine = owned[account] = shard_of(account, count) == index
-                return mine
-
-            bt.owns = owns
-            bt.shared_effects = index == 0
-            if keep:
-                bt.sink = _tagged(bt, out)
-            if keep_shadow:
-                bt.shadow_sink = _tagged(bt, shadow_out)
-
-            def progress(done: int) -> None:
-                read.value = done
-
-            replay.run(bt, progress if index == 0 else None)
-        summary = bt.summary
-        if index:  # shard 0 reports what every shard saw alike
-            summary.events_read = summary.out_of_order = 0
-            summary.adjusted = Counter()
-        result = {
-            "summary": summary,
-            "scores": [s.score for s in bt.states.values()],
-            "shadow_transitions": bt.shadow_transitions,
-            "extras": replay.extras(bt) if index == 0 else {},
-        }
-        (work / f"result-{index}").write_bytes(pickle.dumps(result))
+        run_shard(replay, index, count, work, progress if index == 0 else None)
     except BaseException:
         (work / f"error-{index}").write_text(traceback.format_exc())
         raise

@@ -18,12 +18,20 @@ import math
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from streams.backtest.funnel import day_of, funnel
 
 HOUR_MS = 3_600_000
+_COUNTERS = (
+    "kinds",
+    "segments_entered",
+    "rejected",
+    "rejected_applied",
+    "adjusted",
+    "qualify_rules",
+)
 
 
 @dataclass
@@ -92,6 +100,21 @@ class SummaryBuilder:
         if kind in ("segment_entered", "segment_exited"):
             days = self.segment_days.setdefault(t["segment"], Counter())
             days[day_of(occurred_at_ms)] += 1 if kind == "segment_entered" else -1
+
+    def to_json(self) -> dict[str, Any]:
+        """The figures as JSON values (a shard's part, `streams.backtest.shards`)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["pql_now"] = sorted(self.pql_now)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SummaryBuilder:
+        b = cls(**{k: v for k, v in data.items() if k not in _COUNTERS})
+        for name in _COUNTERS:
+            setattr(b, name, Counter(data[name]))
+        b.pql_now = set(data["pql_now"])
+        b.segment_days = {k: Counter(v) for k, v in data["segment_days"].items()}
+        return b
 
     def merge(self, other: SummaryBuilder) -> None:
         """Add a shard's figures (`streams.backtest.shards`): its accounts are its own, its

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from streams.backtest.cli import load_model_or_exit, parse_received_by, parse_until
+from streams.backtest.cli_args import load_model_or_exit, parse_received_by, parse_until
 from streams.model.diff import HistoryDiff, change_kind, compare_on_history, definition_changes
 
 _ROWS = (

@@ -185,3 +185,85 @@ def test_cli_jobs_writes_what_one_process_writes(tmp_path: Path) -> None:
             body.pop(wall)
         outs.append((lines, body))
     assert outs[0][0] and outs[0] == outs[1]
+
+
+def _cli(*args: str) -> str:
+    r = CliRunner().invoke(main, list(args))
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_shards_run_apart_then_merged_are_one_process(tmp_path: Path) -> None:
+    """`pql backtest --shard I/N` on any machine, then `pql merge-shards`: the same files as one
+    process writes (transitions, shadow transitions, report), switch and shadow included."""
+    path = _history(tmp_path, seed=11, accounts=15, days=9)
+    v4, v5 = tmp_path / "v4.yaml", tmp_path / "v5.yaml"
+    v4.write_text(V4)
+    v5.write_text(V5)
+    first = iso_to_epoch_ms(orjson.loads(path.read_bytes().split(b"\n", 1)[0])["timestamp"])
+    assert first is not None
+    day = 86_400_000
+    changes = ["--switch-model", f"{iso_ms(first + 6 * day)}={v5}"]
+    changes += ["--shadow", f"{iso_ms(first + 2 * day)}={v4}", "--received-by", "never"]
+    common = ["backtest", "--model", str(EXAMPLE), str(path), *changes, "--quiet"]
+    one = tmp_path / "one"
+    one.mkdir()
+    _cli(
+        *common,
+        "--out",
+        str(one / "t.jsonl"),
+        "--shadow-out",
+        str(one / "s.jsonl"),
+        "--report",
+        str(one / "r.json"),
+    )
+    parts = tmp_path / "parts"
+    for i in range(3):
+        said = _cli(*common, "--shard", f"{i}/3", "--shard-dir", str(parts))
+        assert f"shard {i} of 3 written" in said
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    _cli(
+        "merge-shards",
+        str(parts),
+        "--out",
+        str(merged / "t.jsonl"),
+        "--shadow-out",
+        str(merged / "s.jsonl"),
+        "--report",
+        str(merged / "r.json"),
+    )
+
+    def read(d: Path) -> tuple[list[Any], list[Any], dict[str, Any]]:
+        out = []
+        for name in ("t.jsonl", "s.jsonl"):
+            lines = [orjson.loads(x) for x in (d / name).read_bytes().splitlines()]
+            for t in lines:
+                t.pop("detected_at")
+            out.append(lines)
+        report = orjson.loads((d / "r.json").read_bytes())
+        for wall in ("elapsed_seconds", "events_per_second"):
+            report.pop(wall)
+        return out[0], out[1], report
+
+    expected = read(one)
+    assert expected[0] and expected[1] and expected[2]["switches"] and expected[2]["shadows"]
+    assert read(merged) == expected
+
+
+def test_merging_needs_every_shard_and_a_shard_only_its_part(tmp_path: Path) -> None:
+    path = _history(tmp_path, seed=2, accounts=6, days=3)
+    common = ["backtest", "--model", str(EXAMPLE), str(path), "--received-by", "never", "--quiet"]
+    parts = tmp_path / "parts"
+    for i in (0, 1):
+        _cli(*common, "--shard", f"{i}/3", "--shard-dir", str(parts))
+    r = CliRunner().invoke(main, ["merge-shards", str(parts)])
+    assert r.exit_code != 0 and "no result of shard 2 of 3" in r.output
+    for bad, why in [
+        (["--shard", "3/3", "--shard-dir", str(parts)], "0 <= I < N"),
+        (["--shard", "0/3"], "--shard-dir"),
+        (["--shard", "0/3", "--shard-dir", str(parts), "--out", "x.jsonl"], "merge-shards"),
+        (["--shard-dir", str(parts)], "without --shard"),
+    ]:
+        r = CliRunner().invoke(main, [*common, *bad])
+        assert r.exit_code == 2 and why in r.output, (bad, r.output)
