@@ -1,5 +1,7 @@
 """`pql backtest --jobs N`: one replay sharded over N processes by account, giving what the
-single process gives: the same transitions in the same order, the same summary.
+single process gives: the same transitions in the same order, the same summary. The same
+shards run apart (`pql backtest --shard I/N --shard-dir DIR`, on any machine) and `pql
+merge-shards DIR` puts their parts together.
 
 Every shard reads and parses the whole input and routes every event (routing is global: a group
 call sends a user's later events to another account), but applies only the deliveries to the
@@ -19,9 +21,12 @@ Summary: an account's figures live in one shard and are united; counts of applie
 transitions add up; what every shard sees alike (lines read, parse and routing rejects, events
 out of order, adjusted timestamps) is reported by shard 0 only.
 
-Parsing is repeated in every shard, so N shards cost N parses: the speed-up is bounded by
-parse / (parse + scoring) (README "Performance"). Processes are forked (the model is not
-pickled); a shard that fails fails the whole replay with its traceback.
+A shard's part, in its directory: t<I> and s<I> (its transitions and its shadows', tagged, one
+JSON line each) and result-<I>.json (its summary figures, scores, shadow counts, the split and
+the model). Parsing is repeated in every shard, so N shards cost N parses: the speed-up is
+bounded by parse / (parse + scoring) (README "The backtest in parallel, and a compiled core").
+`--jobs` forks its processes (the model is not pickled); a shard that fails stops the others
+and fails the replay with its traceback.
 """
 
 from __future__ import annotations
