@@ -32,6 +32,7 @@ _COUNTERS = (
     "adjusted",
     "qualify_rules",
 )
+_NOT_JSON_TYPED = (*_COUNTERS, "pql_now", "segment_days")
 
 
 @dataclass
@@ -109,7 +110,8 @@ class SummaryBuilder:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SummaryBuilder:
-        b = cls(**{k: v for k, v in data.items() if k not in _COUNTERS})
+        # Only the JSON-typed fields through the constructor (the compiled core checks them).
+        b = cls(**{k: v for k, v in data.items() if k not in _NOT_JSON_TYPED})
         for name in _COUNTERS:
             setattr(b, name, Counter(data[name]))
         b.pql_now = set(data["pql_now"])

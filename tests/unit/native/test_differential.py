@@ -235,3 +235,51 @@ def test_the_build_is_used_when_it_matches(compiled: Path) -> None:
     where, engine = out.stdout.splitlines()
     assert where.startswith(str(compiled)) and where.endswith(".so"), out
     assert engine.startswith("compiled (mypyc"), engine
+
+
+def test_a_sharded_replay_on_the_compiled_core_is_the_pure_single_one(
+    compiled: Path, tmp_path: Path
+) -> None:
+    """`pql backtest --jobs 2` as users run it (compiled core, shards' parts through JSON)
+    writes what one pure-Python process writes."""
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(
+        b"".join(orjson.dumps(e) + b"\n" for e in generate(accounts=10, days=6, seed=21))
+    )
+    outs = []
+    for engine, jobs in (("python", "1"), ("compiled", "2")):
+        out, report = tmp_path / f"{engine}.jsonl", tmp_path / f"{engine}.json"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "backtest",
+                "--model",
+                str(ROOT / "examples" / "team-chat.yaml"),
+                str(events),
+                "--out",
+                str(out),
+                "--report",
+                str(report),
+                "--received-by",
+                "never",
+                "--jobs",
+                jobs,
+                "--quiet",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PQL_ENGINE": engine},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+        for t in lines:
+            t.pop("detected_at")
+        body = orjson.loads(report.read_bytes())
+        for wall in ("elapsed_seconds", "events_per_second"):
+            body.pop(wall)
+        outs.append((lines, body))
+    assert outs[0][0] and outs[0] == outs[1]
