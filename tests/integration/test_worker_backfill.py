@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -63,6 +64,23 @@ SWITCHED = re.compile(r"switch to team-chat v5 at stream time (\d+), over backfi
 PART_SWITCHED = re.compile(r"partition (\d+): switched to team-chat v5 at stream time")
 
 
+def _v3_worker(
+    workers: Workers,  # noqa: F811 - the fixture's value, passed on
+    tmp_path: Path,
+    prefix: str,
+) -> tuple[list[Path], int, WorkerNames, Any, Path, WorkerProc]:
+    """24 simulated accounts over 12 days in three parts, fresh topics, and a worker on v3 (its
+    model file, rewritten to switch): (parts, a third's size, names, reader, model file, worker)."""
+    events = name_accounts(generate(accounts=24, days=12, seed=29))
+    parts = write_parts(tmp_path, events, 3)
+    names = WorkerNames.unique(prefix)
+    names.create_topics(workers.bootstrap)
+    reader = workers.reader(names.output_topic)
+    model = tmp_path / "model.yaml"
+    model.write_text(V3)
+    return parts, len(events) // 3, names, reader, model, workers.start(model, names)
+
+
 def _wait_switched(w: WorkerProc, count: int, timeout: float = 60) -> set[int]:
     """The partitions that switched, once at least `count` of them have (each switch is made
     partition by partition, after the agreement)."""
@@ -87,15 +105,7 @@ def test_a_signal_change_is_backfilled_from_the_topic_then_switched(
 ) -> None:
     assert V5.count("version: 5") == 1 and "uploads >= 3" in V5 and "window: 14d" in V5
     assert 'uploading: "uploads >= 1"' in V5
-    events = name_accounts(generate(accounts=24, days=12, seed=29))
-    parts = write_parts(tmp_path, events, 3)
-    third = len(events) // 3
-    names = WorkerNames.unique("backfill")
-    names.create_topics(workers.bootstrap)
-    reader = workers.reader(names.output_topic)
-    model = tmp_path / "model.yaml"
-    model.write_text(V3)
-    w = workers.start(model, names)
+    parts, third, names, reader, model, w = _v3_worker(workers, tmp_path, "backfill")
     assert w.proc is not None
     pid = w.proc.pid
     produce(workers.bootstrap, names.input_topic, parts[0])
@@ -146,15 +156,7 @@ def test_a_restart_between_the_partitions_switches_backfills_only_what_is_left(
     the switched partitions' stream time free to run past it (the third part flows as it
     backfills again): the backfill of the partitions left stops at the switch time, not at
     how far the switched ones got."""
-    events = name_accounts(generate(accounts=24, days=12, seed=29))
-    parts = write_parts(tmp_path, events, 3)
-    third = len(events) // 3
-    names = WorkerNames.unique("bf-restart")
-    names.create_topics(workers.bootstrap)
-    reader = workers.reader(names.output_topic)
-    model = tmp_path / "model.yaml"
-    model.write_text(V3)
-    w = workers.start(model, names)
+    parts, third, names, reader, model, w = _v3_worker(workers, tmp_path, "bf-restart")
     produce(workers.bootstrap, names.input_topic, parts[0], parts[1])
     wait_consumed([w], names.input_topic, 2 * third, 60)
     model.write_text(V5)

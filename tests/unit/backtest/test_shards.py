@@ -103,6 +103,17 @@ def _stable(t: dict[str, Any]) -> bytes:
     return orjson.dumps(t)
 
 
+def backtest_outputs(out: Path, report: Path | None = None) -> tuple[list[Any], dict[str, Any]]:
+    """A backtest's --out transitions and --report summary, less what the wall clock sets."""
+    lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    for t in lines:
+        t.pop("detected_at")
+    body: dict[str, Any] = orjson.loads(report.read_bytes()) if report is not None else {}
+    for wall in ("elapsed_seconds", "events_per_second"):
+        body.pop(wall, None)
+    return lines, body
+
+
 @pytest.mark.parametrize("changes", [False, True], ids=["one-model", "switches-and-shadow"])
 def test_sharded_replays_are_the_single_process_replay(tmp_path: Path, changes: bool) -> None:
     path = _history(tmp_path, seed=5)
@@ -177,13 +188,7 @@ def test_cli_jobs_writes_what_one_process_writes(tmp_path: Path) -> None:
             ],
         )
         assert r.exit_code == 0, r.output
-        lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
-        for t in lines:
-            t.pop("detected_at")
-        body = orjson.loads(report.read_bytes())
-        for wall in ("elapsed_seconds", "events_per_second"):
-            body.pop(wall)
-        outs.append((lines, body))
+        outs.append(backtest_outputs(out, report))
     assert outs[0][0] and outs[0] == outs[1]
 
 
@@ -235,16 +240,8 @@ def test_shards_run_apart_then_merged_are_one_process(tmp_path: Path) -> None:
     )
 
     def read(d: Path) -> tuple[list[Any], list[Any], dict[str, Any]]:
-        out = []
-        for name in ("t.jsonl", "s.jsonl"):
-            lines = [orjson.loads(x) for x in (d / name).read_bytes().splitlines()]
-            for t in lines:
-                t.pop("detected_at")
-            out.append(lines)
-        report = orjson.loads((d / "r.json").read_bytes())
-        for wall in ("elapsed_seconds", "events_per_second"):
-            report.pop(wall)
-        return out[0], out[1], report
+        transitions, report = backtest_outputs(d / "t.jsonl", d / "r.json")
+        return transitions, backtest_outputs(d / "s.jsonl")[0], report
 
     expected = read(one)
     assert expected[0] and expected[1] and expected[2]["switches"] and expected[2]["shadows"]

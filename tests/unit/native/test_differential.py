@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from streams import native
 from streams.io.simulate import generate
 from streams.scoring.transitions import iso_ms
+from tests.unit.backtest.test_shards import backtest_outputs
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_767_225_600_000  # 2026-01-01
@@ -275,11 +276,5 @@ def test_a_sharded_replay_on_the_compiled_core_is_the_pure_single_one(
             timeout=300,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
-        for t in lines:
-            t.pop("detected_at")
-        body = orjson.loads(report.read_bytes())
-        for wall in ("elapsed_seconds", "events_per_second"):
-            body.pop(wall)
-        outs.append((lines, body))
+        outs.append(backtest_outputs(out, report))
     assert outs[0][0] and outs[0] == outs[1]
