@@ -1,9 +1,9 @@
 """Consumer-group lag from the broker's point of view: `pql lag` and `consumer_group_lag()`.
 
 Why from the broker and not from the worker's own bookkeeping: SREs compare the worker's
-``pql_consumer_lag_messages`` with what an external exporter would see (committed offsets via
-the admin API, log-end offsets from the partition leader). If the two disagree, the worker's
-numbers are the suspect. The worker itself calls ``consumer_group_lag`` for its lag gauge.
+``pql_consumer_lag_messages`` with what an external exporter would see (committed offsets from
+the group's coordinator, log-end offsets from the partition leader). If the two disagree, the
+worker's numbers are the suspect. The worker itself calls ``consumer_group_lag`` for its lag gauge.
 
 The embedded broker (Tansu, cluster id ``tansu_cluster``) answers ListOffsets "latest" — and so
 ``get_watermark_offsets()`` and ``AdminClient.list_offsets`` — with the last batch's base offset
@@ -147,25 +147,54 @@ def committed_offsets(
     *,
     security: Mapping[str, Any] | None = None,
 ) -> dict[TopicPartitionKey, int | None]:
-    """Committed offsets of ``group`` via ``AdminClient.list_consumer_group_offsets`` (what an
-    external exporter reads). Without ``partitions``: every partition the group committed on."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    """Committed offsets of ``group`` (an OffsetFetch to its coordinator, what an external
+    exporter reads). Without ``partitions``: every partition of every topic the group has
+    committed on.
 
-    tps = [TopicPartition(t, p) for t, p in partitions] if partitions is not None else None
-    request = ConsumerGroupTopicPartitions(group, tps)
-    # Keep the client referenced until the future resolves: a collected AdminClient never
-    # completes its futures.
-    admin = _admin(bootstrap, timeout, security)
-    futures = admin.list_consumer_group_offsets([request], request_timeout=timeout)
+    Read by a consumer that carries the group's id and never joins it (`Consumer.committed`),
+    not by ``AdminClient.list_consumer_group_offsets``: librdkafka (2.16 and before) follows a
+    NULL consumer-group pointer when that admin request is answered NOT_COORDINATOR, which is
+    what a coordinator still loading after a broker restart answers, and the process dies of
+    SIGSEGV (librdkafka issues #5040 and #5315; the worker reads lag every few seconds)."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    if partitions is None:
+        # The group's topics are not in an OffsetFetch for named partitions: ask for all of
+        # them (internal topics aside) and keep the ones it committed on.
+        metadata = _admin(bootstrap, timeout, security).list_topics(timeout=timeout)
+        partitions = [
+            (name, p)
+            for name, md in sorted(metadata.topics.items())
+            if not name.startswith("__") and md.error is None
+            for p in sorted(md.partitions)
+        ]
+        only_committed = True
+    else:
+        only_committed = False
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,  # never subscribes: it does not join the group
+            "enable.auto.commit": False,
+            "socket.timeout.ms": int(timeout * 1000),
+            "log_level": 0,  # a failure is raised below, once
+        }
+        | dict(security or {})
+    )
     try:
-        result = futures[group].result(timeout=timeout + 5)
-    except Exception as exc:
+        tps = [TopicPartition(t, p) for t, p in partitions]
+        result = consumer.committed(tps, timeout=timeout) if tps else []
+    except KafkaException as exc:
         raise LagError(f"listing committed offsets of group {group!r} failed: {exc!r}") from exc
+    finally:
+        consumer.close()
     out: dict[TopicPartitionKey, int | None] = {}
-    for tp in result.topic_partitions or []:
+    for tp in result:
         if tp.error is not None:
             raise LagError(f"committed offset of {tp.topic}[{tp.partition}]: {tp.error}")
-        out[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
+        offset = tp.offset if tp.offset >= 0 else None
+        if offset is not None or not only_committed:
+            out[(tp.topic, tp.partition)] = offset
     return out
 
 
