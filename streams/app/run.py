@@ -4,6 +4,7 @@ SIGTERM/SIGINT (Faust stops the agents, commits acked offsets and closes RocksDB
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
 from pathlib import Path
@@ -59,6 +60,13 @@ def run_worker(settings: Settings) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # A crash in native code a Python thread runs (RocksDB, the compiled core) prints every
+    # thread's Python stack to stderr before the process dies, so its log says where
+    # (librdkafka's own threads block signals: a crash there is the kernel's alone). SIGQUIT
+    # prints them at any time, even with the event loop stuck (mode's SIGUSR1 needs the loop;
+    # its SIGUSR2 starts pdb).
+    faulthandler.enable()
+    faulthandler.register(signal.SIGQUIT, all_threads=True)
     _use_uvloop()
     limit_repeats()
     log.info("core: %s", native.ENGINE)

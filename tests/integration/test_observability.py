@@ -707,6 +707,29 @@ def test_real_prometheus_scrapes_lag_and_throughput(live: Live, tmp_path: Path) 
         os.killpg(server.proc.pid, 0)
 
 
+# -- 5. SIGQUIT: every thread's stack, the worker goes on ------------------------------------
+
+
+def test_sigquit_prints_every_threads_stack_and_the_worker_goes_on(live: Live) -> None:
+    """`kill -QUIT` prints the Python stack of every thread into the log (faulthandler: it
+    needs no event loop, so it also shows a stuck one), and does not stop the worker."""
+    w = live.worker
+    assert w.proc is not None and w.running
+    before = len(w.log_path.read_bytes())
+    os.kill(w.proc.pid, signal.SIGQUIT)
+    deadline = time.monotonic() + 10
+    dump = ""
+    while time.monotonic() < deadline and "(most recent call first)" not in dump:
+        time.sleep(0.2)
+        dump = w.log_path.read_bytes()[before:].decode(errors="replace")
+    assert "(most recent call first)" in dump, dump[-2000:]
+    assert "run_worker" in dump, dump[-2000:]  # the main thread's stack, down to the worker
+    assert dump.count("Thread 0x") >= 3, dump[-2000:]  # and the other threads'
+    time.sleep(1)
+    assert w.running
+    assert w.get("/healthz")[0] == 200
+
+
 # -- 5. the Content-Type of /metrics --------------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import logging
 import os
 import pickle
@@ -281,6 +282,7 @@ def child_main(config: IngestConfig, conn: Connection, parent_pid: int, log_leve
 def main(argv: list[str]) -> None:
     """`python -m streams.app.ingest.process REPORT_FD PARENT_PID LOG_LEVEL`, the pickled
     `IngestConfig` on stdin (what `IngestProcess.start` runs)."""
+    faulthandler.enable()  # a crash in native code prints its Python stacks to the worker's log
     fd, parent_pid, log_level = int(argv[0]), int(argv[1]), argv[2]
     config = pickle.load(sys.stdin.buffer)
     if not isinstance(config, IngestConfig):
