@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -175,6 +175,7 @@ class Metrics:
             ["kind", "segment"],
             registry=r,
         )
+        self._transition_children: dict[tuple[str, str], Any] = {}
         self.pql_accounts = Gauge(
             "pql_pql_accounts",
             "Accounts currently qualified as PQL (in this worker's partitions).",
@@ -363,6 +364,16 @@ class Metrics:
         )
 
     # -- helpers the worker calls --------------------------------------------------------------
+
+    def count_transition(self, kind: str, segment: str) -> None:
+        """``pql_transitions_total`` + 1. The labelled child is kept: `labels()` costs a few
+        µs, and this runs for every transition."""
+        child = self._transition_children.get((kind, segment))
+        if child is None:
+            child = self._transition_children[(kind, segment)] = self.transitions_total.labels(
+                kind, segment
+            )
+        child.inc()
 
     def set_model(self, name: str, version: str, fingerprint: str) -> None:
         """Publish the model identity; dashboards join on it to annotate model changes."""

@@ -358,7 +358,7 @@ class Pipeline:
 
     def _count_transition(self, t: dict[str, Any], consumed_at: float) -> None:
         m = self.metrics
-        m.transitions_total.labels(t["kind"], t["segment"] or "").inc()
+        m.count_transition(t["kind"], t["segment"] or "")
         if t["message_id"] is None:
             return  # time-triggered: no event to measure latency from
         now = time.time()

@@ -205,11 +205,19 @@ class SwitchLog:
         """The first shadow start not made yet by a partition running `live_version` that has
         started the shadows of versions `started` (one of a version not after the live one
         has ended before it started there: skipped)."""
-        live = next((sw.model for sw in self.live if sw.model.version == live_version), None)
-        signals = state_fingerprint(live) if live is not None else None
+        # The live model's signals, hashed only once a shadow is a candidate (this runs for
+        # every by-account record).
+        signals: str | None = None
+        hashed = False
         for sh in self.shadows:
             v = sh.model.version
             if v > live_version and v not in started and v not in self.stopped:
+                if not hashed:
+                    hashed = True
+                    live = next(
+                        (s.model for s in self.live if s.model.version == live_version), None
+                    )
+                    signals = state_fingerprint(live) if live is not None else None
                 if signals is not None and state_fingerprint(sh.model) != signals:
                     continue  # ended by a switch to other signals
                 return sh
