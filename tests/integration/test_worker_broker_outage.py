@@ -1,7 +1,8 @@
 """The Kafka broker goes away and comes back, on real Kafka (the broker's data is on disk):
 
-- stopped for ~20 s while events flow: the worker says it is not ready while the broker is
-  gone, is ready again once it is back (by itself or, if it got stuck, after its stall guard
+- stopped for ~35 s while events flow (longer than the ingest stage once waited for its
+  forwarded records before it gave up and the worker exited): the worker says it is not ready
+  while the broker is gone, is ready again once it is back (by itself or, if it got stuck, after its stall guard
   made it exit and it was started again, as its supervisor would), and the transitions are
   exactly `pql backtest`'s (re-emits of the same transition id allowed, nothing lost);
 - a worker started while the broker is down says what it waits for and comes up when the
@@ -43,7 +44,7 @@ from tests.integration.worker_harness import (
 )
 
 MODEL = EXAMPLES / "team-chat.yaml"
-OUTAGE_S = 20.0
+OUTAGE_S = 35.0
 STALL_S = 45.0  # the worker's --stall-timeout here (120 s by default)
 
 
@@ -70,16 +71,18 @@ def _wait(
 
 
 def _diagnose(w: WorkerProc, broker: KafkaBroker | None) -> str:
-    """What a stuck worker was doing: its /readyz body, the stacks of its threads and asyncio
-    tasks (mode's worker prints them on SIGUSR1, from its event loop: none means the loop is
-    blocked), its log, and the broker's log."""
+    """What a stuck worker was doing: its /readyz body, the stacks of its asyncio tasks (mode's
+    worker prints them on SIGUSR1, from its event loop: none means the loop is blocked) and of
+    its threads (SIGQUIT), its log, and the broker's log."""
     try:
         readyz = w.get("/readyz", timeout=2.0)[1].decode(errors="replace")
     except OSError as e:
         readyz = f"(no answer: {e})"
     if w.running and w.proc is not None:
-        with contextlib.suppress(OSError):
-            os.kill(w.proc.pid, signal.SIGUSR1)
+        # SIGQUIT: every thread's Python stack (faulthandler, even with the event loop stuck).
+        for sig in (signal.SIGUSR1, signal.SIGQUIT):
+            with contextlib.suppress(OSError):
+                os.kill(w.proc.pid, sig)
         time.sleep(3)
     state = f"running (pid {w.proc.pid})" if w.running and w.proc else f"exited ({w.returncode()})"
     if broker is None:
@@ -185,9 +188,8 @@ def test_broker_stopped_mid_stream_and_started_again(
     produce(bootstrap, names.input_topic, rest)
 
     got = collect(reader, expected, timeout=120, settle=w.settle, give_up_idle=20)
-    assert {transition_key(t) for t in got} == {transition_key(t) for t in expected}, diff_report(
-        got, expected
-    )
+    if {transition_key(t) for t in got} != {transition_key(t) for t in expected}:
+        raise AssertionError(f"{diff_report(got, expected)}\n{_diagnose(w, broker)}")
     dupes = assert_duplicates_identical(got)
     how = "after the stall guard's restart" if restarts else "without a restart"
     print(f"\nbroker outage: ready again {back:.1f} s after the broker ({how}); {dupes} re-emits")

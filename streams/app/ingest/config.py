@@ -13,6 +13,7 @@ from streams.app.settings import Settings
 
 POLL_BATCH = 5_000
 POLL_TIMEOUT_S = 0.05  # longest wait for a first record (then marks and alignment run)
+SETTLE_WARN_S = 30.0  # how often a poll waiting for its forwarded records to be delivered says so
 
 
 @functools.lru_cache(maxsize=1 << 18)

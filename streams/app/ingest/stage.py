@@ -45,6 +45,7 @@ from streams.app.dlq import dlq_headers
 from streams.app.ingest.config import (
     POLL_BATCH,
     POLL_TIMEOUT_S,
+    SETTLE_WARN_S,
     IngestConfig,
     IngestStats,
     partition_of,
@@ -264,9 +265,21 @@ class Ingest:
         """Wait until everything produced so far is delivered, then commit the input offsets
         it covers. Asynchronous by default: a commit lost with a crash only means re-reading
         (the stages skip what they already have); its result: `_on_commit`."""
-        remaining = self._producer.flush(30)
-        if remaining:
-            raise RuntimeError(f"{remaining} forwarded records not delivered within 30 s")
+        waited = 0.0
+        while remaining := self._producer.flush(SETTLE_WARN_S):
+            # Still undelivered: the broker is away (or slow). The producer keeps retrying
+            # until its message.timeout.ms, when the delivery report fails the record (raised
+            # here). A broker outage is ridden out like this, not turned into an exit.
+            self._check_delivery()
+            if self._stop.is_set():
+                return  # nothing committed: what was read is read again after a restart
+            waited += SETTLE_WARN_S
+            log.warning(
+                "%d forwarded records not delivered after %.0f s: still trying (the broker "
+                "does not take them; a record is given up after message.timeout.ms)",
+                remaining,
+                waited,
+            )
         self._check_delivery()
         if not self._uncommitted:
             return
