@@ -46,7 +46,7 @@ from streams.app.lifecycle.versions import (
 )
 from streams.app.membership import Membership
 from streams.app.partition import PartitionWork
-from streams.app.table_writer import TableWriter
+from streams.app.table_writer import StateTable
 from streams.app.watermark import DIRECT, StreamClock
 from streams.app.wire import decode
 from streams.app.write_behind import WriteBehind
@@ -67,7 +67,7 @@ class AccountStage(ModelSweeps, WriteBehind):
     def __init__(
         self,
         scorer: Scorer,
-        table: TableWriter,  # the Faust table of account id -> state bytes
+        table: StateTable,  # the Faust table of account id -> state bytes
         send_transition: Callable[[str, bytes], None],
         send_dlq: Callable[[bytes, Reject, Event], Awaitable[Any]],
         flush_producer: Callable[[], Awaitable[None]],

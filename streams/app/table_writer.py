@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property, partial
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import rocksdict
@@ -41,6 +41,25 @@ def faust_key_bytes(table: Any, key: str) -> bytes:
         table.key_type, key, serializer=table.key_serializer
     )
     return out
+
+
+class StateTable(Protocol):
+    """The slice of `TableWriter` the account stage uses (a protocol: the compiled shell checks
+    no class, so the unit tests' in-memory table stands in for it)."""
+
+    def get(self, partition: int, key: str) -> bytes | None: ...
+
+    def put(self, partition: int, key: str, value: bytes) -> None: ...
+
+    def take(self, partitions: Iterable[int]) -> dict[int, dict[bytes, bytes]]: ...
+
+    async def commit(self, *, taken: dict[int, dict[bytes, bytes]]) -> None: ...
+
+    def forget(self, partitions: Iterable[int]) -> None: ...
+
+    def active_partitions(self) -> list[int]: ...
+
+    def partition_items(self, partition: int) -> Iterator[tuple[str, bytes]]: ...
 
 
 class TableWriter:

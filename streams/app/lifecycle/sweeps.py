@@ -20,7 +20,7 @@ from streams.app.lifecycle.versions import (
     is_control_key,
 )
 from streams.app.partition import PartitionWork
-from streams.app.table_writer import TableWriter
+from streams.app.table_writer import StateTable
 from streams.scoring.backfill import carry, switch_backfilled
 from streams.scoring.shadow import ShadowStart, start_shadow
 from streams.scoring.switch import ModelSwitch, switch_account
@@ -33,7 +33,7 @@ class ModelSweeps:
     """Mixed into `AccountStage`, whose state and output these use."""
 
     versions: Versions
-    table: TableWriter
+    table: StateTable
     cache: dict[str, AccountState]
     work: dict[int, PartitionWork]
     partitions: int

@@ -54,14 +54,16 @@ def test_a_refused_seek_after_a_pause_keeps_the_ingest_going(
     monkeypatch.setattr(stage, "Consumer", lambda conf: consumer)
     monkeypatch.setattr(stage, "Producer", lambda conf: None)
     ingest = Ingest(_config(), IngestStats(0, {}, 0.0, frozenset({0, 1})))
-    ahead: set[int] = {1}
-    monkeypatch.setattr(ingest.progress, "ahead", lambda now, drift: set(ahead))
-    monkeypatch.setattr(ingest.progress, "next_offset", lambda q: 42)
+    # Partition 1 has read past the drift bound (its last record at offset 41); 0 lags. Both
+    # are behind (no high watermark known), so both are active.
+    drift = ingest.config.max_drift_ms
+    ingest.progress.observe(0, 1_000, 10, None, 0.0)
+    ingest.progress.observe(1, 1_000 + drift + 1, 41, None, 0.0)
     with caplog.at_level(logging.DEBUG, logger="streams.ingest"):
         ingest._align(0.0)
     assert consumer.paused == [1] and consumer.seeks == [(1, 42)]
     assert ingest.stats.paused == frozenset({1})
     assert [r.levelno for r in caplog.records if "prefetch kept" in r.message] == [level]
-    ahead.clear()
+    ingest.progress.observe(0, 1_000 + drift, 11, None, 1.0)
     ingest._align(1.0)  # caught up: resumed
     assert consumer.resumed == [1] and ingest.stats.paused == frozenset()
