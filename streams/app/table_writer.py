@@ -44,8 +44,8 @@ def faust_key_bytes(table: Any, key: str) -> bytes:
 
 
 class StateTable(Protocol):
-    """The slice of `TableWriter` the account stage uses (a protocol: the compiled shell checks
-    no class, so the unit tests' in-memory table stands in for it)."""
+    """The slice of `TableWriter` the account stage uses (the unit tests' in-memory table
+    stands in for it)."""
 
     def get(self, partition: int, key: str) -> bytes | None: ...
 

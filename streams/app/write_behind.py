@@ -9,14 +9,11 @@ import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mypy_extensions import mypyc_attr
-
 from streams.app.partition import PartitionWork
 from streams.app.table_writer import StateTable
 from streams.state.account import AccountState, StateCodec
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # the account stage is one, not compiled
 class WriteBehind:
     """Mixed into `AccountStage`, whose state this writes."""
 
