@@ -237,6 +237,10 @@ class Pipeline:
         # The input topic only: internal topics carry stream-time marks, whose last few records are
         # always in flight, and their lag follows from the input's anyway.
         topics = [self.settings.input_topic]
+        if not self.broker_watch.reachable:
+            # The broker is away (said once by the watch): no clients made to time out against
+            # it every few seconds; the gauge keeps its last figures until it answers again.
+            return
         loop = asyncio.get_running_loop()
         try:
             rows = await loop.run_in_executor(
