@@ -97,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         say(f"sampling for {args.seconds:.0f} s")
         folded = args.out / "worker.folded"
         cmd = [spy, "record", "--pid", str(w.pid), "--duration", str(int(args.seconds))]
-        cmd += ["--rate", "200", "--format", "raw", "--output", str(folded), "--nonblocking"]
+        # Native frames need the process stopped while its stack is read (a few ms each: a
+        # low rate keeps it running); Python frames alone are read without stopping it.
+        rate = "20" if args.native else "200"
+        cmd += ["--rate", rate, "--format", "raw", "--output", str(folded)]
         cmd += ["--subprocesses"]  # the ingest process too
-        if args.native:
-            cmd.append("--native")
+        cmd.append("--native" if args.native else "--nonblocking")
         t0 = time.monotonic()
         p0 = metric_sum(w.metrics(), "pql_events_processed_total")
         assert broker.pid is not None
