@@ -171,7 +171,10 @@ def test_a_restart_between_the_partitions_switches_backfills_only_what_is_left(
     expected = backtest(
         MODEL, *parts, out_dir=tmp_path, extra=["--switch-model", f"{iso_ms(at)}={v5}"]
     )
-    got = collect(reader, expected, timeout=120, settle=w.settle)
+    # The restarted worker starts, then backfills before its partitions left can switch and
+    # send anything: quiet for longer than the settle time (a CI run gave up after 6.5 s of
+    # it, with the backfill 3.5 s in and 18 transitions still to come).
+    got = collect(reader, expected, timeout=120, settle=w.settle, give_up_idle=60)
     assert_same_as_backtest(got, expected)
     restarted = w.log_path.read_text(errors="replace").split("===== start")[-1]
     assert "backfill of team-chat v5: reading" in restarted, w.log_tail(40)
