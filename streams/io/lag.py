@@ -28,7 +28,7 @@ from typing import Any
 import click
 
 from streams.broker.detect import TANSU_CLUSTER_ID, is_embedded_broker
-from streams.io.kafka_config import kafka_options
+from streams.io.kafka_config import consumer_config, kafka_options
 from streams.io.topics import BrokerUnreachableError, describe_cluster
 
 log = logging.getLogger(__name__)
@@ -158,30 +158,22 @@ def committed_offsets(
     SIGSEGV (librdkafka issues #5040 and #5315; the worker reads lag every few seconds)."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    if partitions is None:
-        # The group's topics are not in an OffsetFetch for named partitions: ask for all of
-        # them (internal topics aside) and keep the ones it committed on.
-        metadata = _admin(bootstrap, timeout, security).list_topics(timeout=timeout)
-        partitions = [
-            (name, p)
-            for name, md in sorted(metadata.topics.items())
-            if not name.startswith("__") and md.error is None
-            for p in sorted(md.partitions)
-        ]
-        only_committed = True
-    else:
-        only_committed = False
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,  # never subscribes: it does not join the group
-            "enable.auto.commit": False,
-            "socket.timeout.ms": int(timeout * 1000),
-            "log_level": 0,  # a failure is raised below, once
-        }
-        | dict(security or {})
-    )
+    conf = consumer_config(bootstrap, group, security)  # it never subscribes: never joins
+    conf["socket.timeout.ms"] = int(timeout * 1000)
+    conf["log_level"] = 0  # a failure is raised below, once
+    consumer = Consumer(conf)
+    only_committed = partitions is None
     try:
+        if partitions is None:
+            # The group's topics are not in an OffsetFetch for named partitions: ask for all
+            # of them (internal topics aside) and keep the ones it committed on.
+            metadata = consumer.list_topics(timeout=timeout)
+            partitions = [
+                (name, p)
+                for name, md in sorted(metadata.topics.items())
+                if not name.startswith("__") and md.error is None
+                for p in sorted(md.partitions)
+            ]
         tps = [TopicPartition(t, p) for t, p in partitions]
         result = consumer.committed(tps, timeout=timeout) if tps else []
     except KafkaException as exc:
