@@ -730,7 +730,7 @@ def test_sigquit_prints_every_threads_stack_and_the_worker_goes_on(live: Live) -
     assert w.get("/healthz")[0] == 200
 
 
-# -- 5. the Content-Type of /metrics --------------------------------------------------------------
+# -- 6. the Content-Type of /metrics --------------------------------------------------------------
 
 
 def test_metrics_content_type_announces_text_format_0_0_4(live: Live) -> None:
